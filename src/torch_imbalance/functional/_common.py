@@ -1,0 +1,117 @@
+"""Numerically exact building blocks shared by the loss families (log-space probabilities)."""
+
+from __future__ import annotations
+
+import torch
+
+from torch_imbalance._checks import (
+    Reduction,
+    check_class_weight,
+    check_logits,
+    check_multiclass_target,
+    check_multilabel_target,
+    check_range,
+    check_reduction,
+    check_task,
+)
+from torch_imbalance._reduce import upcast
+
+GammaLike = float | torch.Tensor
+
+
+def log_prob_complement_at(logits: torch.Tensor, index: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+    """``log(1 − softmax(z)[index])`` computed as ``logsumexp_{j≠index} z_j − logsumexp_j z_j``.
+
+    Exact for saturated predictions where ``1 − p`` rounds to 0 (then ``log1p(−p)`` is ``−inf``).
+
+    Args:
+        logits: ``(N, C, *)`` logits.
+        index: ``(N, *)`` class index per element.
+        lse: ``(N, *)`` ``logsumexp`` of ``logits`` over dim 1.
+    """
+    masked = logits.scatter(1, index.unsqueeze(1), float("-inf"))
+    return torch.logsumexp(masked, dim=1) - lse
+
+
+def log_prob_complement(logits: torch.Tensor, log_prob: torch.Tensor) -> torch.Tensor:
+    """``log(1 − p_c)`` for every class ``c`` of a softmax, exact everywhere.
+
+    Only the arg-max class can have ``p > 1/2``; for it ``log(1 − p)`` comes from a logsumexp
+    over the other classes, for all others ``log1p(−p)`` is accurate (``p ≤ 1/2``).
+    """
+    lse = torch.logsumexp(logits, dim=1)
+    top = logits.argmax(dim=1)
+    is_top = torch.arange(logits.shape[1], device=logits.device).view(
+        1, -1, *([1] * (logits.ndim - 2))
+    ) == top.unsqueeze(1)
+    # Zero the probability at the arg-max before log1p, so the unused branch has no inf/NaN gradient.
+    small = torch.where(is_top, 0.0, log_prob.exp())
+    top_value = log_prob_complement_at(logits, top, lse).unsqueeze(1)
+    return torch.where(is_top, top_value, torch.log1p(-small))
+
+
+def power_from_log(log_base: torch.Tensor, exponent: GammaLike) -> torch.Tensor:
+    """``base ** exponent`` from ``log(base)``: finite value and gradients even where base is 0.
+
+    ``exp(γ · log b)`` has the bounded derivative ``γ b^γ · d(log b)``, unlike ``b ** γ`` whose
+    derivative ``γ b^(γ−1)`` is infinite at ``b = 0`` for ``γ < 1``.
+    """
+    if isinstance(exponent, torch.Tensor):
+        exponent = exponent.to(log_base.dtype)
+    return torch.exp(exponent * log_base)
+
+
+def check_gamma(gamma: GammaLike) -> None:
+    """``γ ≥ 0``; tensors (learnable γ) must be scalars."""
+    if isinstance(gamma, torch.Tensor) and gamma.numel() != 1:
+        raise ValueError(f"gamma must be a scalar, got a tensor of shape {tuple(gamma.shape)}")
+    check_range("gamma", gamma, 0.0)
+
+
+def prepare_multiclass(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: Reduction,
+    validate: bool,
+) -> torch.Tensor:
+    """Validate a multi-class call and return the logits in their compute dtype."""
+    check_reduction(reduction)
+    check_logits(input, validate)
+    check_multiclass_target(input, target, ignore_index, validate)
+    check_class_weight(weight, input)
+    return upcast(input)
+
+
+def prepare_multilabel(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int | None,
+    reduction: Reduction,
+    validate: bool,
+) -> torch.Tensor:
+    """Validate a multi-label call and return the logits in their compute dtype."""
+    check_reduction(reduction)
+    check_logits(input, validate)
+    check_multilabel_target(input, target, ignore_index, validate)
+    check_class_weight(weight, input)
+    return upcast(input)
+
+
+def prepare(
+    task: str,
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: Reduction,
+    validate: bool,
+) -> torch.Tensor:
+    """Dispatch to the multi-class or multi-label validation."""
+    check_task(task)
+    if task == "multiclass":
+        return prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
+    return prepare_multilabel(input, target, weight, ignore_index, reduction, validate)
+

@@ -1,0 +1,156 @@
+"""Dual Focal Loss (Hossain, Betts, Paplinski; Neurocomputing 2021), for segmentation.
+
+Not to be confused with "Dual Focal Loss for Calibration" (Tao et al., ICML 2023), a
+different loss with the same name.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from torch_imbalance._checks import Reduction, Task, check_range
+from torch_imbalance._reduce import (
+    class_dim_view,
+    multilabel_sign,
+    multilabel_valid,
+    reduce_multiclass,
+    reduce_multilabel,
+    split_ignored,
+)
+from torch_imbalance.functional._common import (
+    GammaLike,
+    check_gamma,
+    log_prob_complement,
+    power_from_log,
+    prepare,
+)
+
+
+def _log_rho_minus_p(log_one_minus_p: torch.Tensor, rho: float) -> torch.Tensor:
+    """``log(ρ − p) = log((ρ − 1) + (1 − p))``, exact for every ``ρ ≥ 1``."""
+    if rho == 1.0:
+        return log_one_minus_p
+    return torch.logaddexp(log_one_minus_p, log_one_minus_p.new_tensor(math.log(rho - 1.0)))
+
+
+def multiclass_dual_focal_terms(
+    logits: torch.Tensor,
+    safe_target: torch.Tensor,
+    alpha: float,
+    beta: float,
+    gamma: GammaLike,
+    rho: float,
+) -> torch.Tensor:
+    """Unweighted multi-class Dual Focal loss per element ``(N, *)`` (softmax, one-hot ``y``)."""
+    log_p = F.log_softmax(logits, dim=1)
+    log_one_minus_p = log_prob_complement(logits, log_p)
+    classes = torch.arange(logits.shape[1], device=logits.device)
+    is_target = class_dim_view(classes, logits.ndim) == safe_target.unsqueeze(1)
+    loss = -log_p.gather(1, safe_target.unsqueeze(1)).squeeze(1)
+    if beta != 0:
+        false_class_term = torch.where(is_target, 0.0, _log_rho_minus_p(log_one_minus_p, rho))
+        loss = loss - beta * false_class_term.sum(1)
+    if alpha != 0:
+        # |y_c − p_c| is 1 − p_t at the target and p_c elsewhere.
+        log_distance = torch.where(is_target, log_one_minus_p, log_p)
+        loss = loss + alpha * power_from_log(log_distance, gamma).sum(1)
+    return loss
+
+
+def multilabel_dual_focal_terms(
+    logits: torch.Tensor,
+    sign: torch.Tensor,
+    alpha: float,
+    beta: float,
+    gamma: GammaLike,
+    rho: float,
+) -> torch.Tensor:
+    """Unweighted multi-label Dual Focal loss per entry ``(N, C, *)`` (sigmoid, 0/1 ``y``)."""
+    signed = logits * sign
+    log_p_true = F.logsigmoid(signed)  # log p for positives, log(1 − p) for negatives
+    positive = sign > 0
+    if beta != 0:
+        negative_term = -beta * _log_rho_minus_p(log_p_true, rho)
+        loss = torch.where(positive, -log_p_true, negative_term)
+    else:
+        loss = torch.where(positive, -log_p_true, 0.0)
+    if alpha != 0:
+        loss = loss + alpha * power_from_log(F.logsigmoid(-signed), gamma)
+    return loss
+
+
+def check_dual_focal_args(alpha: float, beta: float, gamma: GammaLike, rho: float) -> None:
+    """``α, β, γ ≥ 0`` and ``ρ ≥ 1``."""
+    check_range("alpha", alpha, 0.0)
+    check_range("beta", beta, 0.0)
+    check_gamma(gamma)
+    check_range("rho", rho, 1.0)
+
+
+def dual_focal_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    alpha: float = 1.0,
+    beta: float = 1.0,
+    gamma: GammaLike = 1.0,
+    rho: float = 1.0,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    task: Task = "multiclass",
+    validate: bool = True,
+) -> torch.Tensor:
+    r"""Dual Focal Loss (Hossain et al., 2021): scores the true and the false classes.
+
+    Per element (pixel or sample):
+
+    .. math::
+        \ell = \sum_c \left[-y_c \log p_c - \beta (1 - y_c) \log(\rho - p_c)
+               + \alpha |y_c - p_c|^\gamma\right]
+
+    with one-hot ``y`` and softmax ``p`` (multiclass) or 0/1 ``y`` and sigmoid ``p`` per entry
+    (multilabel; then each ``(i, c)`` entry is one element, as in BCE). The first term is
+    cross-entropy, the second pushes every false class down, the third is a focal-like term
+    (``γ = 1``: :math:`2\alpha(1 - p_t)`; ``γ = 2``: α × Brier score). All logs are taken in
+    log space, so the loss and its exact gradient are finite for saturated logits and any
+    ``γ ≥ 0``. Reduced like ``F.cross_entropy`` (``weight``, ``ignore_index``).
+
+    This is the segmentation loss of Hossain, Betts and Paplinski, not "Dual Focal Loss for
+    Calibration" (Tao et al., ICML 2023).
+
+    Args:
+        input: logits ``(N, C)`` or ``(N, C, *spatial)``.
+        target: class indices ``(N, *spatial)`` or 0/1 labels of ``input``'s shape.
+        alpha: weight of the focal-like term, ``≥ 0``.
+        beta: weight of the false-class term, ``≥ 0``.
+        gamma: exponent of the focal-like term, ``≥ 0`` (float or scalar tensor).
+        rho: offset in :math:`\log(\rho - p)`, ``≥ 1``.
+        weight: per-class weights ``(C,)``.
+        ignore_index: target value that contributes nothing.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        task: ``"multiclass"`` or ``"multilabel"``.
+        validate: check logits are finite and targets in range (costs a device sync).
+
+    Returns:
+        The reduced loss, or per element for ``reduction="none"``.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+        >>> dual_focal_loss(logits, torch.tensor([0, 1]))
+        tensor(4.0096)
+    """
+    check_dual_focal_args(alpha, beta, gamma, rho)
+    z = prepare(task, input, target, weight, ignore_index, reduction, validate)
+    if task == "multiclass":
+        safe_target, valid = split_ignored(target, ignore_index)
+        loss = multiclass_dual_focal_terms(z, safe_target, alpha, beta, gamma, rho)
+        return reduce_multiclass(loss, safe_target, valid, weight, reduction)
+    valid = multilabel_valid(target, ignore_index)
+    loss = multilabel_dual_focal_terms(z, multilabel_sign(target, valid, z.dtype), alpha, beta,
+                                       gamma, rho)
+    return reduce_multilabel(loss, valid, weight, reduction)

@@ -1,0 +1,145 @@
+"""Focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from torch_imbalance._checks import Reduction, Task, check_range
+from torch_imbalance._reduce import (
+    class_dim_view,
+    multilabel_sign,
+    multilabel_valid,
+    reduce_multiclass,
+    reduce_multilabel,
+    split_ignored,
+)
+from torch_imbalance.functional._common import (
+    GammaLike,
+    check_gamma,
+    log_prob_complement_at,
+    power_from_log,
+    prepare,
+)
+
+
+def multiclass_focal_terms(
+    logits: torch.Tensor, safe_target: torch.Tensor, gamma: GammaLike
+) -> torch.Tensor:
+    """Unweighted softmax focal loss ``−(1 − p_t)^γ log p_t`` per element ``(N, *)``.
+
+    ``log(1 − p_t)`` is taken in log space so the modulator stays exact (and its gradient
+    finite) when ``p_t`` saturates, for every ``γ ≥ 0``.
+    """
+    cross_entropy = F.cross_entropy(logits, safe_target, reduction="none")
+    if not isinstance(gamma, torch.Tensor) and gamma == 0:
+        return cross_entropy
+    lse = torch.logsumexp(logits, dim=1)
+    log_one_minus_pt = log_prob_complement_at(logits, safe_target, lse)
+    return power_from_log(log_one_minus_pt, gamma) * cross_entropy
+
+
+def multilabel_focal_terms(
+    logits: torch.Tensor,
+    sign: torch.Tensor,
+    gamma: GammaLike,
+    alpha: float | torch.Tensor | None,
+    positive: torch.Tensor,
+) -> torch.Tensor:
+    """Unweighted sigmoid focal loss ``α_y (1 − p_y)^γ BCE(z, y)`` per entry ``(N, C, *)``.
+
+    Args:
+        logits: ``(N, C, *)`` logits ``z``.
+        sign: ``2y − 1`` as floats.
+        gamma: focusing parameter.
+        alpha: weight of the positives (``1 − α`` for negatives), scalar or per class, or None.
+        positive: boolean mask ``y == 1``.
+    """
+    signed = logits * sign
+    bce = -F.logsigmoid(signed)
+    if isinstance(gamma, torch.Tensor) or gamma != 0:
+        bce = power_from_log(F.logsigmoid(-signed), gamma) * bce
+    if alpha is None:
+        return bce
+    if isinstance(alpha, torch.Tensor) and alpha.ndim == 1:
+        alpha = class_dim_view(alpha.to(logits.dtype), logits.ndim)
+    return torch.where(positive, alpha * bce, (1 - alpha) * bce)
+
+
+def check_alpha(alpha: float | torch.Tensor | None, num_classes: int) -> None:
+    """``α ∈ [0, 1]``, a scalar or one value per class."""
+    if alpha is None:
+        return
+    if isinstance(alpha, torch.Tensor) and alpha.numel() > 1:
+        if alpha.ndim != 1 or alpha.shape[0] != num_classes:
+            raise ValueError(
+                f"alpha must be a scalar or have shape ({num_classes},), got {tuple(alpha.shape)}"
+            )
+        if bool(((alpha < 0) | (alpha > 1)).any()):
+            raise ValueError(f"alpha must lie in [0, 1], got {alpha.tolist()}")
+        return
+    check_range("alpha", alpha, 0.0, 1.0)
+
+
+def focal_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    gamma: GammaLike = 2.0,
+    *,
+    alpha: float | torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    task: Task = "multiclass",
+    validate: bool = True,
+) -> torch.Tensor:
+    r"""Focal loss for multi-class (softmax) or multi-label (sigmoid) logits.
+
+    Multi-class: :math:`\ell_i = -w_{t_i} (1 - p_{t_i})^\gamma \log p_{t_i}` with
+    :math:`p = \mathrm{softmax}(z)`; ``gamma=0`` is exactly ``F.cross_entropy``.
+    Multi-label: :math:`\ell_{ic} = w_c\,\alpha_y (1 - p_y)^\gamma\,\mathrm{BCE}(z_{ic}, y_{ic})`
+    with :math:`p_y = \sigma(z)` if ``y = 1`` else :math:`1 - \sigma(z)`, and
+    :math:`\alpha_y = \alpha` for positives, :math:`1 - \alpha` for negatives; this equals
+    ``torchvision.ops.sigmoid_focal_loss``. The modulator is computed in log space,
+    :math:`\exp(\gamma \log(1 - p_t))`, so saturated logits and ``0 < γ < 1`` stay finite.
+
+    Args:
+        input: logits ``(N, C)`` or ``(N, C, *spatial)``.
+        target: class indices ``(N, *spatial)`` (multiclass) or 0/1 labels of ``input``'s shape
+            (multilabel).
+        gamma: focusing parameter ``γ ≥ 0`` (a float, or a scalar tensor for learnable γ).
+        alpha: multilabel only: weight of positive labels, scalar or per class; None for none.
+        weight: per-class weights ``(C,)``.
+        ignore_index: target value that contributes nothing (also for multilabel).
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        task: ``"multiclass"`` or ``"multilabel"``.
+        validate: check logits are finite and targets in range (costs a device sync).
+
+    Returns:
+        The reduced loss (a scalar), or per element ``(N, *spatial)`` (multiclass) /
+        ``input``'s shape (multilabel) for ``reduction="none"``; float32 for half inputs.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+        >>> target = torch.tensor([0, 1])
+        >>> focal_loss(logits, target, gamma=2.0)
+        tensor(1.3061)
+        >>> focal_loss(logits, target, gamma=0.0)  # cross-entropy
+        tensor(1.5755)
+    """
+    check_gamma(gamma)
+    z = prepare(task, input, target, weight, ignore_index, reduction, validate)
+    if task == "multiclass":
+        if alpha is not None:
+            raise ValueError(
+                "alpha applies to task='multilabel'; for multiclass use weight=(C,) per-class weights"
+            )
+        safe_target, valid = split_ignored(target, ignore_index)
+        loss = multiclass_focal_terms(z, safe_target, gamma)
+        return reduce_multiclass(loss, safe_target, valid, weight, reduction)
+    check_alpha(alpha, z.shape[1])
+    valid = multilabel_valid(target, ignore_index)
+    sign = multilabel_sign(target, valid, z.dtype)
+    loss = multilabel_focal_terms(z, sign, gamma, alpha, sign > 0)
+    return reduce_multilabel(loss, valid, weight, reduction)

@@ -1,0 +1,170 @@
+"""Prior-based baselines: Balanced Softmax, logit adjustment, and Poly-1 cross-entropy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from torch_imbalance._checks import (
+    Reduction,
+    as_class_counts,
+    check_class_counts_match,
+    check_range,
+)
+from torch_imbalance._reduce import class_dim_view, reduce_multiclass, split_ignored
+from torch_imbalance.functional._common import prepare_multiclass
+
+CountsLike = Sequence[float] | np.ndarray | torch.Tensor
+
+
+def log_prior_offset(
+    class_counts: CountsLike, tau: float = 1.0, normalize: bool = True, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    r"""Per-class logit offset :math:`\tau \log \pi_j` (``normalize``) or :math:`\tau \log n_j`.
+
+    Example:
+        >>> import torch
+        >>> log_prior_offset([3, 1], dtype=torch.float32)
+        tensor([-0.2877, -1.3863])
+    """
+    counts = as_class_counts(class_counts)
+    values = counts / counts.sum() if normalize else counts
+    return torch.as_tensor(tau * np.log(values), dtype=dtype)
+
+
+def offset_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    offset: torch.Tensor,
+    *,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    """``CE(z + offset, t)`` with a per-class offset ``(C,)``; the shared core of the prior losses."""
+    z = prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
+    check_class_counts_match(offset, z, "class_counts")
+    safe_target, valid = split_ignored(target, ignore_index)
+    shifted = z + class_dim_view(offset.to(device=z.device, dtype=z.dtype), z.ndim)
+    loss = F.cross_entropy(shifted, safe_target, reduction="none")
+    return reduce_multiclass(loss, safe_target, valid, weight, reduction)
+
+
+def balanced_softmax_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    class_counts: CountsLike,
+    *,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    r"""Balanced Softmax (Ren et al., NeurIPS 2020): :math:`\mathrm{CE}(z + \log n, t)`.
+
+    Train with it; predict with ``argmax z`` (without the offset).
+
+    Args:
+        input: logits ``(N, C)`` or ``(N, C, *spatial)``.
+        target: class indices ``(N, *spatial)``.
+        class_counts: training count per class ``(C,)``.
+        weight: per-class weights ``(C,)``.
+        ignore_index: target value that contributes nothing.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        validate: check logits are finite and targets in range.
+
+    Returns:
+        The reduced loss, or per element for ``reduction="none"``.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+        >>> balanced_softmax_loss(logits, torch.tensor([0, 2]), class_counts=[100, 10, 1])
+        tensor(0.9921)
+    """
+    offset = log_prior_offset(class_counts, normalize=False)
+    return offset_cross_entropy(input, target, offset, weight=weight, ignore_index=ignore_index,
+                                reduction=reduction, validate=validate)
+
+
+def logit_adjusted_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    class_counts: CountsLike,
+    *,
+    tau: float = 1.0,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    r"""Logit-adjusted loss (Menon et al., ICLR 2021): :math:`\mathrm{CE}(z + \tau \log \pi, t)`.
+
+    Args:
+        input: logits ``(N, C)`` or ``(N, C, *spatial)``.
+        target: class indices ``(N, *spatial)``.
+        class_counts: training count per class ``(C,)``.
+        tau: temperature :math:`\tau \ge 0` of the prior.
+        weight: per-class weights ``(C,)``.
+        ignore_index: target value that contributes nothing.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        validate: check logits are finite and targets in range.
+
+    Returns:
+        The reduced loss, or per element for ``reduction="none"``.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+        >>> logit_adjusted_loss(logits, torch.tensor([0, 2]), class_counts=[100, 10, 1])
+        tensor(0.9921)
+    """
+    check_range("tau", tau, 0.0)
+    offset = log_prior_offset(class_counts, tau)
+    return offset_cross_entropy(input, target, offset, weight=weight, ignore_index=ignore_index,
+                                reduction=reduction, validate=validate)
+
+
+def poly1_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    epsilon: float = 1.0,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    r"""Poly-1 cross-entropy (Leng et al., ICLR 2022): :math:`\mathrm{CE} + \epsilon (1 - p_t)`.
+
+    ``1 − p_t`` is ``−expm1(log p_t)``: exact when ``p_t`` is close to 1. With ``weight`` the
+    whole element is weighted by ``w[t]``.
+
+    Args:
+        input: logits ``(N, C)`` or ``(N, C, *spatial)``.
+        target: class indices ``(N, *spatial)``.
+        epsilon: coefficient of the first polynomial term (``≥ −1`` keeps the loss monotone).
+        weight: per-class weights ``(C,)``.
+        ignore_index: target value that contributes nothing.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        validate: check logits are finite and targets in range.
+
+    Returns:
+        The reduced loss, or per element for ``reduction="none"``.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+        >>> poly1_loss(logits, torch.tensor([0, 1]))
+        tensor(2.1554)
+    """
+    check_range("epsilon", epsilon, -1.0)
+    z = prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
+    safe_target, valid = split_ignored(target, ignore_index)
+    cross_entropy = F.cross_entropy(z, safe_target, reduction="none")
+    loss = cross_entropy + epsilon * -torch.expm1(-cross_entropy)
+    return reduce_multiclass(loss, safe_target, valid, weight, reduction)

@@ -1,0 +1,168 @@
+"""Build any loss of the library from its registry name (for configs and the command line)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from torch_imbalance.losses import (
+    BalancedSoftmaxLoss,
+    DualFocalLoss,
+    FocalLoss,
+    LDAMLoss,
+    LMFLoss,
+    LogitAdjustedLoss,
+    Poly1Loss,
+)
+from torch_imbalance.weights import (
+    DeferredReweighting,
+    effective_number_weights,
+    inverse_frequency_weights,
+)
+
+Counts = Sequence[float] | torch.Tensor | None
+Builder = Callable[[Counts, dict[str, Any]], nn.Module]
+
+
+def _needs_counts(name: str, counts: Counts) -> Counts:
+    if counts is None:
+        raise ValueError(f"loss {name!r} needs class_counts (the training count of each class)")
+    return counts
+
+
+def _take(overrides: dict[str, Any], key: str, default: Any) -> Any:
+    return overrides.pop(key, default)
+
+
+def _ce(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+    return FocalLoss(gamma=0.0, **kw)
+
+
+def _weighted_ce(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+    power = _take(kw, "power", 1.0)
+    weight = inverse_frequency_weights(_needs_counts("weighted_ce", counts), power)
+    return FocalLoss(gamma=0.0, weight=weight, **kw)
+
+
+def _cb_ce(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+    weight = effective_number_weights(_needs_counts("cb_ce", counts), _take(kw, "beta", 0.9999))
+    return FocalLoss(gamma=0.0, weight=weight, **kw)
+
+
+def _focal(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+    return FocalLoss(**kw)
+
+
+def _cb_focal(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+    weight = effective_number_weights(_needs_counts("cb_focal", counts), _take(kw, "beta", 0.9999))
+    return FocalLoss(weight=weight, **kw)
+
+
+def _ldam(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+    return LDAMLoss(_needs_counts("ldam", counts), **kw)
+
+
+def _ldam_drw(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+    counts = _needs_counts("ldam_drw", counts)
+    schedule = {key: kw.pop(key) for key in ("start_epoch", "total_epochs", "beta") if key in kw}
+    if "start_epoch" not in schedule and "total_epochs" not in schedule:
+        raise ValueError("loss 'ldam_drw' needs start_epoch or total_epochs (DRW switches at "
+                         "80 % of the planned epochs by default)")
+    return DeferredReweighting(LDAMLoss(counts, **kw), counts, **schedule)
+
+
+def _lmf(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+    return LMFLoss(_needs_counts("lmf", counts), **kw)
+
+
+def _lmf_official(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+    return LMFLoss.official(_needs_counts("lmf_official", counts), **kw)
+
+
+def _dual_focal(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+    return DualFocalLoss(**kw)
+
+
+def _dual_focal_adaptive(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+    settings: dict[str, Any] = {"learnable_gamma": True, "class_weight": "adaptive"}
+    if counts is not None:
+        settings["class_counts"] = counts
+    settings.update(kw)
+    return DualFocalLoss(**settings)
+
+
+def _balanced_softmax(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+    return BalancedSoftmaxLoss(_needs_counts("balanced_softmax", counts), **kw)
+
+
+def _logit_adjusted(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+    return LogitAdjustedLoss(_needs_counts("logit_adjusted", counts), **kw)
+
+
+def _poly1(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+    return Poly1Loss(**kw)
+
+
+LOSSES: dict[str, Builder] = {
+    "ce": _ce,
+    "weighted_ce": _weighted_ce,
+    "cb_ce": _cb_ce,
+    "focal": _focal,
+    "cb_focal": _cb_focal,
+    "ldam": _ldam,
+    "ldam_drw": _ldam_drw,
+    "lmf": _lmf,
+    "lmf_official": _lmf_official,
+    "dual_focal": _dual_focal,
+    "dual_focal_adaptive": _dual_focal_adaptive,
+    "balanced_softmax": _balanced_softmax,
+    "logit_adjusted": _logit_adjusted,
+    "poly1": _poly1,
+}
+
+
+def available_losses() -> list[str]:
+    """The registry names, in the spec's order."""
+    return list(LOSSES)
+
+
+def build_loss(name: str, class_counts: Counts = None, **overrides: Any) -> nn.Module:
+    """Build a loss module from its registry name.
+
+    Names: ``ce``, ``weighted_ce`` (inverse frequency; ``power`` override), ``cb_ce`` (effective
+    number; ``beta``), ``focal``, ``cb_focal``, ``ldam``, ``ldam_drw`` (LDAM wrapped in
+    :class:`DeferredReweighting`; needs ``start_epoch`` or ``total_epochs``), ``lmf``,
+    ``lmf_official`` (the authors' code), ``dual_focal``, ``dual_focal_adaptive`` (learnable γ +
+    adaptive class weights), ``balanced_softmax``, ``logit_adjusted``, ``poly1``.
+
+    Args:
+        name: a registry name.
+        class_counts: training count per class; required by the count-based losses.
+        **overrides: keyword arguments of the loss's constructor (``gamma``, ``reduction``, ...).
+
+    Returns:
+        The loss module. Modules with a ``set_epoch`` method (``ldam_drw``) expect the trainer to
+        call it at the start of every epoch.
+
+    Example:
+        >>> import torch
+        >>> loss = build_loss("lmf", class_counts=[900, 90, 10], gamma=2.0)
+        >>> type(loss).__name__, loss.gamma
+        ('LMFLoss', 2.0)
+        >>> build_loss("ldam_drw", [900, 90, 10], total_epochs=100).start_epoch
+        80
+        >>> build_loss("lmfx")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown loss 'lmfx'; available: ce, weighted_ce, cb_ce, focal, cb_focal, ldam, ldam_drw, lmf, lmf_official, dual_focal, dual_focal_adaptive, balanced_softmax, logit_adjusted, poly1
+    """
+    builder = LOSSES.get(name)
+    if builder is None:
+        raise ValueError(f"unknown loss {name!r}; available: {', '.join(LOSSES)}")
+    try:
+        return builder(class_counts, dict(overrides))
+    except TypeError as error:
+        raise TypeError(f"invalid option for loss {name!r}: {error}") from error

@@ -1,0 +1,170 @@
+"""Independent float64 references, written from the formulas in the loss spec.
+
+Deliberately naive: explicit softmax / sigmoid probabilities, one-hot targets, ``pow`` and
+``log`` as written in the papers. Accurate for moderate logits (|z| up to ~30), which is where
+the tests compare values; saturated logits are tested separately against closed forms.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def to64(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().to(torch.float64).requires_grad_(x.requires_grad)
+
+
+def margins(counts, max_margin=0.5) -> torch.Tensor:
+    n = torch.as_tensor(counts, dtype=torch.float64)
+    return max_margin * (n.min() / n) ** 0.25
+
+
+def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(N, *) -> (N, C, *) float64 one-hot, ignored positions (negative or >= C) all zero."""
+    safe = target.clamp(0, num_classes - 1)
+    hot = F.one_hot(safe, num_classes).to(torch.float64)
+    hot = hot * ((target >= 0) & (target < num_classes)).unsqueeze(-1)
+    return hot.movedim(-1, 1)
+
+
+def reduce_mc(elem, target, weight, ignore_index, reduction, normalizer="weight"):
+    """Weighted multiclass reduction, as F.cross_entropy, but 0 for an all-ignored batch."""
+    valid = (target != ignore_index).to(torch.float64)
+    safe = torch.where(target == ignore_index, 0, target)
+    w = weight.to(torch.float64)[safe] if weight is not None else torch.ones_like(valid)
+    w = w * valid
+    values = elem * w
+    if reduction == "none":
+        return values
+    if reduction == "sum":
+        return values.sum()
+    denom = w.sum() if normalizer == "weight" else valid.sum()
+    return values.sum() / denom if denom > 0 else values.sum() * 0
+
+
+def reduce_ml(elem, target, weight, ignore_index, reduction):
+    valid = (target != ignore_index).to(torch.float64) if ignore_index is not None else torch.ones_like(elem)
+    if weight is not None:
+        elem = elem * weight.to(torch.float64).view(1, -1, *([1] * (elem.ndim - 2)))
+    values = elem * valid
+    if reduction == "none":
+        return values
+    if reduction == "sum":
+        return values.sum()
+    return values.sum() / valid.sum() if valid.sum() > 0 else values.sum() * 0
+
+
+def _softmax_parts(z, target):
+    z = z.to(torch.float64)
+    p = torch.softmax(z, dim=1)
+    y = one_hot(target, z.shape[1])
+    pt = (p * y).sum(1)
+    return p, y, pt
+
+
+# ----------------------------------------------------------------------------------- focal
+def focal(z, target, gamma=2.0, alpha=None, weight=None, ignore_index=-100, reduction="mean",
+          task="multiclass"):
+    if task == "multiclass":
+        _, _, pt = _softmax_parts(z, torch.where(target == ignore_index, 0, target))
+        elem = -((1 - pt) ** gamma) * torch.log(pt)
+        return reduce_mc(elem, target, weight, ignore_index, reduction)
+    z = z.to(torch.float64)
+    y = (target == 1).to(torch.float64)
+    p = torch.sigmoid(z)
+    p_y = p * y + (1 - p) * (1 - y)
+    bce = -(y * F.logsigmoid(z) + (1 - y) * F.logsigmoid(-z))
+    elem = (1 - p_y) ** gamma * bce
+    if alpha is not None:
+        a = torch.as_tensor(alpha, dtype=torch.float64)
+        if a.ndim == 1:
+            a = a.view(1, -1, *([1] * (z.ndim - 2)))
+        elem = (a * y + (1 - a) * (1 - y)) * elem
+    return reduce_ml(elem, target, weight, ignore_index, reduction)
+
+
+# ------------------------------------------------------------------------------------ LDAM
+def ldam(z, target, counts, max_margin=0.5, scale=30.0, weight=None, ignore_index=-100,
+         reduction="mean", task="multiclass"):
+    delta = margins(counts, max_margin)
+    z = z.to(torch.float64)
+    view = (1, -1, *([1] * (z.ndim - 2)))
+    if task == "multiclass":
+        safe = torch.where(target == ignore_index, 0, target)
+        y = one_hot(safe, z.shape[1])
+        shifted = scale * (z - delta.view(view) * y)
+        elem = -(torch.log_softmax(shifted, dim=1) * y).sum(1)
+        return reduce_mc(elem, target, weight, ignore_index, reduction)
+    y = (target == 1).to(torch.float64)
+    shifted = scale * (z - delta.view(view) * y)
+    elem = -(y * F.logsigmoid(shifted) + (1 - y) * F.logsigmoid(-shifted))
+    return reduce_ml(elem, target, weight, ignore_index, reduction)
+
+
+# ------------------------------------------------------------------------------------- LMF
+def lmf(z, target, counts, gamma=1.5, max_margin=0.5, scale=30.0, ldam_weight=1.0,
+        focal_weight=1.0, weight=None, ignore_index=-100, reduction="mean", task="multiclass"):
+    return ldam_weight * ldam(z, target, counts, max_margin, scale, weight, ignore_index,
+                              reduction, task) + focal_weight * focal(
+        z, target, gamma, None, weight, ignore_index, reduction, task)
+
+
+def lmf_official(z, target, counts, gamma=1.5, max_margin=0.5, scale=30.0, ldam_weight=1.5,
+                 focal_weight=1.0):
+    """The authors' code path, re-written from its description: margins as class weights,
+    torch's weighted-mean CE for LDAM, p = exp(-weighted CE) and a plain mean for focal."""
+    z = z.to(torch.float64)
+    delta = margins(counts, max_margin)
+    index = F.one_hot(target, z.shape[1]).bool()
+    shifted = torch.where(index, z - delta[target].unsqueeze(1), z)
+    ldam_term = F.cross_entropy(scale * shifted, target, weight=delta)
+    logp = F.cross_entropy(z, target, reduction="none", weight=delta)
+    p = torch.exp(-logp)
+    focal_term = ((1 - p) ** gamma * logp).mean()
+    return ldam_weight * ldam_term + focal_weight * focal_term
+
+
+# ------------------------------------------------------------------------------ Dual Focal
+def dual_focal(z, target, alpha=1.0, beta=1.0, gamma=1.0, rho=1.0, weight=None,
+               ignore_index=-100, reduction="mean", task="multiclass"):
+    z = z.to(torch.float64)
+    if task == "multiclass":
+        p = torch.softmax(z, dim=1)
+        y = one_hot(torch.where(target == ignore_index, 0, target), z.shape[1])
+        terms = -y * torch.log(p) - beta * (1 - y) * torch.log(rho - p) + alpha * (y - p).abs() ** gamma
+        return reduce_mc(terms.sum(1), target, weight, ignore_index, reduction)
+    p = torch.sigmoid(z)
+    y = (target == 1).to(torch.float64)
+    terms = -y * torch.log(p) - beta * (1 - y) * torch.log(rho - p) + alpha * (y - p).abs() ** gamma
+    return reduce_ml(terms, target, weight, ignore_index, reduction)
+
+
+# ---------------------------------------------------------------------------------- priors
+def _ce_elem(z, target):
+    y = one_hot(target, z.shape[1])
+    return -(torch.log_softmax(z.to(torch.float64), dim=1) * y).sum(1)
+
+
+def _offset(z, offset):
+    return z.to(torch.float64) + offset.view(1, -1, *([1] * (z.ndim - 2)))
+
+
+def balanced_softmax(z, target, counts, weight=None, ignore_index=-100, reduction="mean"):
+    n = torch.as_tensor(counts, dtype=torch.float64)
+    safe = torch.where(target == ignore_index, 0, target)
+    return reduce_mc(_ce_elem(_offset(z, torch.log(n)), safe), target, weight, ignore_index, reduction)
+
+
+def logit_adjusted(z, target, counts, tau=1.0, weight=None, ignore_index=-100, reduction="mean"):
+    n = torch.as_tensor(counts, dtype=torch.float64)
+    safe = torch.where(target == ignore_index, 0, target)
+    elem = _ce_elem(_offset(z, tau * torch.log(n / n.sum())), safe)
+    return reduce_mc(elem, target, weight, ignore_index, reduction)
+
+
+def poly1(z, target, epsilon=1.0, weight=None, ignore_index=-100, reduction="mean"):
+    safe = torch.where(target == ignore_index, 0, target)
+    _, _, pt = _softmax_parts(z, safe)
+    elem = -torch.log(pt) + epsilon * (1 - pt)
+    return reduce_mc(elem, target, weight, ignore_index, reduction)
