@@ -31,12 +31,12 @@ class Case:
     def call_ours(self, z, t, **kw):
         if self.uses_counts:
             kw["class_counts"] = COUNTS[z.shape[1]]
-        return self.ours(z, t, **self.params, **kw)
+        return self.ours(z, t, **{**self.params, **kw})
 
     def call_reference(self, z, t, **kw):
         if self.uses_counts:
             kw["counts"] = COUNTS[z.shape[1]]
-        return self.reference(z, t, **self.params, **kw)
+        return self.reference(z, t, **{**self.params, **kw})
 
 
 CASES = [
