@@ -6,16 +6,22 @@ gradchecks and edge cases all run over every loss from one place.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
-
-import torch
+from typing import Any
 
 import reference as ref
+import torch
+
 from torch_imbalance import functional as TF
 
-COUNTS = {2: [40, 7], 3: [120, 30, 4], 4: [500, 60, 9, 2], 5: [300, 100, 30, 10, 3],
-          6: [700, 200, 80, 20, 9, 1]}
+COUNTS = {
+    2: [40, 7],
+    3: [120, 30, 4],
+    4: [500, 60, 9, 2],
+    5: [300, 100, 30, 10, 3],
+    6: [700, 200, 80, 20, 9, 1],
+}
 
 
 @dataclass(frozen=True)
@@ -40,21 +46,80 @@ class Case:
 
 
 CASES = [
-    Case("focal", TF.focal_loss, ref.focal, ("multiclass", "multilabel"), params={"gamma": 2.0}, has_gamma=True),
-    Case("focal_g05", TF.focal_loss, ref.focal, ("multiclass", "multilabel"), params={"gamma": 0.5}, has_gamma=True),
-    Case("focal_alpha", TF.focal_loss, ref.focal, ("multilabel",), params={"gamma": 1.5, "alpha": 0.25}, has_gamma=True),
+    Case(
+        "focal",
+        TF.focal_loss,
+        ref.focal,
+        ("multiclass", "multilabel"),
+        params={"gamma": 2.0},
+        has_gamma=True,
+    ),
+    Case(
+        "focal_g05",
+        TF.focal_loss,
+        ref.focal,
+        ("multiclass", "multilabel"),
+        params={"gamma": 0.5},
+        has_gamma=True,
+    ),
+    Case(
+        "focal_alpha",
+        TF.focal_loss,
+        ref.focal,
+        ("multilabel",),
+        params={"gamma": 1.5, "alpha": 0.25},
+        has_gamma=True,
+    ),
     Case("ldam", TF.ldam_loss, ref.ldam, ("multiclass", "multilabel"), True),
-    Case("ldam_s5", TF.ldam_loss, ref.ldam, ("multiclass", "multilabel"), True, {"scale": 5.0, "max_margin": 0.8}),
+    Case(
+        "ldam_s5",
+        TF.ldam_loss,
+        ref.ldam,
+        ("multiclass", "multilabel"),
+        True,
+        {"scale": 5.0, "max_margin": 0.8},
+    ),
     Case("lmf", TF.lmf_loss, ref.lmf, ("multiclass", "multilabel"), True, has_gamma=True),
-    Case("lmf_mixed", TF.lmf_loss, ref.lmf, ("multiclass", "multilabel"), True,
-         {"gamma": 0.7, "ldam_weight": 0.3, "focal_weight": 2.0, "scale": 8.0}, has_gamma=True),
-    Case("dual_focal", TF.dual_focal_loss, ref.dual_focal, ("multiclass", "multilabel"), has_gamma=True),
-    Case("dual_focal_g05", TF.dual_focal_loss, ref.dual_focal, ("multiclass", "multilabel"),
-         params={"gamma": 0.5, "alpha": 0.7, "beta": 1.3}, has_gamma=True),
-    Case("dual_focal_rho", TF.dual_focal_loss, ref.dual_focal, ("multiclass", "multilabel"),
-         params={"gamma": 2.5, "rho": 1.5, "beta": 0.5}, has_gamma=True),
+    Case(
+        "lmf_mixed",
+        TF.lmf_loss,
+        ref.lmf,
+        ("multiclass", "multilabel"),
+        True,
+        {"gamma": 0.7, "ldam_weight": 0.3, "focal_weight": 2.0, "scale": 8.0},
+        has_gamma=True,
+    ),
+    Case(
+        "dual_focal",
+        TF.dual_focal_loss,
+        ref.dual_focal,
+        ("multiclass", "multilabel"),
+        has_gamma=True,
+    ),
+    Case(
+        "dual_focal_g05",
+        TF.dual_focal_loss,
+        ref.dual_focal,
+        ("multiclass", "multilabel"),
+        params={"gamma": 0.5, "alpha": 0.7, "beta": 1.3},
+        has_gamma=True,
+    ),
+    Case(
+        "dual_focal_rho",
+        TF.dual_focal_loss,
+        ref.dual_focal,
+        ("multiclass", "multilabel"),
+        params={"gamma": 2.5, "rho": 1.5, "beta": 0.5},
+        has_gamma=True,
+    ),
     Case("balanced_softmax", TF.balanced_softmax_loss, ref.balanced_softmax, uses_counts=True),
-    Case("logit_adjusted", TF.logit_adjusted_loss, ref.logit_adjusted, uses_counts=True, params={"tau": 1.5}),
+    Case(
+        "logit_adjusted",
+        TF.logit_adjusted_loss,
+        ref.logit_adjusted,
+        uses_counts=True,
+        params={"tau": 1.5},
+    ),
     Case("poly1", TF.poly1_loss, ref.poly1, params={"epsilon": 2.0}),
 ]
 
@@ -67,8 +132,14 @@ def case_id(value):
     return None
 
 
-def make_batch(task: str, shape: tuple[int, ...], ignore_fraction: float = 0.0,
-               dtype=torch.float64, scale: float = 3.0, generator=None):
+def make_batch(
+    task: str,
+    shape: tuple[int, ...],
+    ignore_fraction: float = 0.0,
+    dtype=torch.float64,
+    scale: float = 3.0,
+    generator=None,
+):
     """Random logits of ``shape`` and matching targets, a fraction of them ignore_index."""
     z = (torch.randn(shape, dtype=torch.float64, generator=generator) * scale).to(dtype)
     n, c = shape[0], shape[1]

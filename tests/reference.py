@@ -44,7 +44,11 @@ def reduce_mc(elem, target, weight, ignore_index, reduction, normalizer="weight"
 
 
 def reduce_ml(elem, target, weight, ignore_index, reduction):
-    valid = (target != ignore_index).to(torch.float64) if ignore_index is not None else torch.ones_like(elem)
+    valid = (
+        (target != ignore_index).to(torch.float64)
+        if ignore_index is not None
+        else torch.ones_like(elem)
+    )
     if weight is not None:
         elem = elem * weight.to(torch.float64).view(1, -1, *([1] * (elem.ndim - 2)))
     values = elem * valid
@@ -64,8 +68,16 @@ def _softmax_parts(z, target):
 
 
 # ----------------------------------------------------------------------------------- focal
-def focal(z, target, gamma=2.0, alpha=None, weight=None, ignore_index=-100, reduction="mean",
-          task="multiclass"):
+def focal(
+    z,
+    target,
+    gamma=2.0,
+    alpha=None,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    task="multiclass",
+):
     if task == "multiclass":
         _, _, pt = _softmax_parts(z, torch.where(target == ignore_index, 0, target))
         elem = -((1 - pt) ** gamma) * torch.log(pt)
@@ -85,8 +97,17 @@ def focal(z, target, gamma=2.0, alpha=None, weight=None, ignore_index=-100, redu
 
 
 # ------------------------------------------------------------------------------------ LDAM
-def ldam(z, target, counts, max_margin=0.5, scale=30.0, weight=None, ignore_index=-100,
-         reduction="mean", task="multiclass"):
+def ldam(
+    z,
+    target,
+    counts,
+    max_margin=0.5,
+    scale=30.0,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    task="multiclass",
+):
     delta = margins(counts, max_margin)
     z = z.to(torch.float64)
     view = (1, -1, *([1] * (z.ndim - 2)))
@@ -103,15 +124,28 @@ def ldam(z, target, counts, max_margin=0.5, scale=30.0, weight=None, ignore_inde
 
 
 # ------------------------------------------------------------------------------------- LMF
-def lmf(z, target, counts, gamma=1.5, max_margin=0.5, scale=30.0, ldam_weight=1.0,
-        focal_weight=1.0, weight=None, ignore_index=-100, reduction="mean", task="multiclass"):
-    return ldam_weight * ldam(z, target, counts, max_margin, scale, weight, ignore_index,
-                              reduction, task) + focal_weight * focal(
-        z, target, gamma, None, weight, ignore_index, reduction, task)
+def lmf(
+    z,
+    target,
+    counts,
+    gamma=1.5,
+    max_margin=0.5,
+    scale=30.0,
+    ldam_weight=1.0,
+    focal_weight=1.0,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    task="multiclass",
+):
+    return ldam_weight * ldam(
+        z, target, counts, max_margin, scale, weight, ignore_index, reduction, task
+    ) + focal_weight * focal(z, target, gamma, None, weight, ignore_index, reduction, task)
 
 
-def lmf_official(z, target, counts, gamma=1.5, max_margin=0.5, scale=30.0, ldam_weight=1.5,
-                 focal_weight=1.0):
+def lmf_official(
+    z, target, counts, gamma=1.5, max_margin=0.5, scale=30.0, ldam_weight=1.5, focal_weight=1.0
+):
     """The authors' code path, re-written from its description: margins as class weights,
     torch's weighted-mean CE for LDAM, p = exp(-weighted CE) and a plain mean for focal."""
     z = z.to(torch.float64)
@@ -126,13 +160,25 @@ def lmf_official(z, target, counts, gamma=1.5, max_margin=0.5, scale=30.0, ldam_
 
 
 # ------------------------------------------------------------------------------ Dual Focal
-def dual_focal(z, target, alpha=1.0, beta=1.0, gamma=1.0, rho=1.0, weight=None,
-               ignore_index=-100, reduction="mean", task="multiclass"):
+def dual_focal(
+    z,
+    target,
+    alpha=1.0,
+    beta=1.0,
+    gamma=1.0,
+    rho=1.0,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    task="multiclass",
+):
     z = z.to(torch.float64)
     if task == "multiclass":
         p = torch.softmax(z, dim=1)
         y = one_hot(torch.where(target == ignore_index, 0, target), z.shape[1])
-        terms = -y * torch.log(p) - beta * (1 - y) * torch.log(rho - p) + alpha * (y - p).abs() ** gamma
+        terms = (
+            -y * torch.log(p) - beta * (1 - y) * torch.log(rho - p) + alpha * (y - p).abs() ** gamma
+        )
         return reduce_mc(terms.sum(1), target, weight, ignore_index, reduction)
     p = torch.sigmoid(z)
     y = (target == 1).to(torch.float64)
@@ -153,7 +199,9 @@ def _offset(z, offset):
 def balanced_softmax(z, target, counts, weight=None, ignore_index=-100, reduction="mean"):
     n = torch.as_tensor(counts, dtype=torch.float64)
     safe = torch.where(target == ignore_index, 0, target)
-    return reduce_mc(_ce_elem(_offset(z, torch.log(n)), safe), target, weight, ignore_index, reduction)
+    return reduce_mc(
+        _ce_elem(_offset(z, torch.log(n)), safe), target, weight, ignore_index, reduction
+    )
 
 
 def logit_adjusted(z, target, counts, tau=1.0, weight=None, ignore_index=-100, reduction="mean"):

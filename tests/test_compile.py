@@ -12,8 +12,11 @@ import torch_imbalance as ti
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "make_loss",
-    [lambda: ti.FocalLoss(gamma=2.0), lambda: ti.LMFLoss(COUNTS[4]),
-     lambda: ti.DualFocalLoss(gamma=1.5)],
+    [
+        lambda: ti.FocalLoss(gamma=2.0),
+        lambda: ti.LMFLoss(COUNTS[4]),
+        lambda: ti.DualFocalLoss(gamma=1.5),
+    ],
     ids=["focal", "lmf", "dual_focal"],
 )
 def test_compiled_loss_matches_eager(make_loss):

@@ -9,9 +9,22 @@ from cases import make_batch
 import torch_imbalance as ti
 
 COUNTS = [400, 90, 20, 5]
-SPEC_NAMES = ["ce", "weighted_ce", "cb_ce", "focal", "cb_focal", "ldam", "ldam_drw", "lmf",
-              "lmf_official", "dual_focal", "dual_focal_adaptive", "balanced_softmax",
-              "logit_adjusted", "poly1"]
+SPEC_NAMES = [
+    "ce",
+    "weighted_ce",
+    "cb_ce",
+    "focal",
+    "cb_focal",
+    "ldam",
+    "ldam_drw",
+    "lmf",
+    "lmf_official",
+    "dual_focal",
+    "dual_focal_adaptive",
+    "balanced_softmax",
+    "logit_adjusted",
+    "poly1",
+]
 
 
 def test_registry_has_exactly_the_spec_names():
@@ -34,13 +47,31 @@ def test_every_registry_loss_trains(name, shape):
 def test_registry_defaults_follow_the_spec():
     assert ti.build_loss("ce").gamma == 0.0
     assert ti.build_loss("focal").gamma == 2.0
-    torch.testing.assert_close(ti.build_loss("weighted_ce", COUNTS).weight, ti.inverse_frequency_weights(COUNTS))
-    torch.testing.assert_close(ti.build_loss("cb_ce", COUNTS).weight, ti.effective_number_weights(COUNTS, 0.9999))
-    torch.testing.assert_close(ti.build_loss("cb_focal", COUNTS, beta=0.99).weight, ti.effective_number_weights(COUNTS, 0.99))
+    torch.testing.assert_close(
+        ti.build_loss("weighted_ce", COUNTS).weight, ti.inverse_frequency_weights(COUNTS)
+    )
+    torch.testing.assert_close(
+        ti.build_loss("cb_ce", COUNTS).weight, ti.effective_number_weights(COUNTS, 0.9999)
+    )
+    torch.testing.assert_close(
+        ti.build_loss("cb_focal", COUNTS, beta=0.99).weight,
+        ti.effective_number_weights(COUNTS, 0.99),
+    )
     lmf = ti.build_loss("lmf", COUNTS)
-    assert (lmf.gamma, lmf.ldam_weight, lmf.focal_weight, lmf.scale, lmf.variant) == (1.5, 1.0, 1.0, 30.0, "paper")
+    assert (lmf.gamma, lmf.ldam_weight, lmf.focal_weight, lmf.scale, lmf.variant) == (
+        1.5,
+        1.0,
+        1.0,
+        30.0,
+        "paper",
+    )
     official = ti.build_loss("lmf_official", COUNTS)
-    assert (official.gamma, official.ldam_weight, official.focal_weight, official.variant) == (1.5, 1.5, 1.0, "official")
+    assert (official.gamma, official.ldam_weight, official.focal_weight, official.variant) == (
+        1.5,
+        1.5,
+        1.0,
+        "official",
+    )
     adaptive = ti.build_loss("dual_focal_adaptive", COUNTS)
     assert adaptive.learnable is not None and adaptive.adaptive is not None
     torch.testing.assert_close(adaptive.adaptive.frequencies, torch.tensor(COUNTS) / sum(COUNTS))
@@ -52,13 +83,32 @@ def test_registry_defaults_follow_the_spec():
 
 
 def test_public_api_names():
-    for name in ["focal_loss", "ldam_loss", "lmf_loss", "dual_focal_loss", "balanced_softmax_loss",
-                 "logit_adjusted_loss", "poly1_loss"]:
+    for name in [
+        "focal_loss",
+        "ldam_loss",
+        "lmf_loss",
+        "dual_focal_loss",
+        "balanced_softmax_loss",
+        "logit_adjusted_loss",
+        "poly1_loss",
+    ]:
         assert callable(getattr(ti.functional, name))
-    for name in ["FocalLoss", "LDAMLoss", "LMFLoss", "DualFocalLoss", "BalancedSoftmaxLoss",
-                 "LogitAdjustedLoss", "Poly1Loss", "NormedLinear", "DeferredReweighting", "build_loss",
-                 "ldam_margins", "inverse_frequency_weights", "median_frequency_weights",
-                 "effective_number_weights"]:
+    for name in [
+        "FocalLoss",
+        "LDAMLoss",
+        "LMFLoss",
+        "DualFocalLoss",
+        "BalancedSoftmaxLoss",
+        "LogitAdjustedLoss",
+        "Poly1Loss",
+        "NormedLinear",
+        "DeferredReweighting",
+        "build_loss",
+        "ldam_margins",
+        "inverse_frequency_weights",
+        "median_frequency_weights",
+        "effective_number_weights",
+    ]:
         assert hasattr(ti, name)
 
 
@@ -66,8 +116,10 @@ def test_core_imports_only_torch_and_numpy():
     import subprocess
     import sys
 
-    code = ("import sys, torch_imbalance; heavy = {'torchvision', 'lightning', 'timm', 'sklearn', "
-            "'scipy', 'pandas', 'matplotlib'} & set(sys.modules); print(sorted(heavy))")
+    code = (
+        "import sys, torch_imbalance; heavy = {'torchvision', 'lightning', 'timm', 'sklearn', "
+        "'scipy', 'pandas', 'matplotlib'} & set(sys.modules); print(sorted(heavy))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

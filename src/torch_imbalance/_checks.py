@@ -68,7 +68,7 @@ def _validating() -> bool:
 
 
 def check_logits(input: torch.Tensor, validate: bool = True) -> None:
-    """Check that ``input`` is floating-point logits of shape ``(N, C, *)`` (finite if validating)."""
+    """Check ``input`` is floating-point logits ``(N, C, *)`` (and finite, if validating)."""
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"input must be a torch.Tensor of logits, got {type(input).__name__}")
     if not input.is_floating_point():
@@ -79,7 +79,9 @@ def check_logits(input: torch.Tensor, validate: bool = True) -> None:
             f"got shape {tuple(input.shape)}"
         )
     if input.shape[1] < 1:
-        raise ValueError(f"input must have at least one class on dim 1, got shape {tuple(input.shape)}")
+        raise ValueError(
+            f"input must have at least one class on dim 1, got shape {tuple(input.shape)}"
+        )
     if validate and _validating() and input.numel() > 0 and not bool(torch.isfinite(input).all()):
         bad = int((~torch.isfinite(input)).sum())
         raise ValueError(
@@ -149,7 +151,9 @@ def check_multilabel_target(
             )
 
 
-def check_class_weight(weight: torch.Tensor | None, input: torch.Tensor, name: str = "weight") -> None:
+def check_class_weight(
+    weight: torch.Tensor | None, input: torch.Tensor, name: str = "weight"
+) -> None:
     """Check a per-class weight vector ``(C,)`` against the logits."""
     if weight is None:
         return

@@ -25,14 +25,16 @@ def upcast(input: torch.Tensor) -> torch.Tensor:
 
 
 def class_dim_view(vector: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Reshape a per-class vector ``(C,)`` to broadcast over logits ``(N, C, *)`` of rank ``ndim``."""
+    """Reshape a per-class vector ``(C,)`` to broadcast over ``(N, C, *)`` of rank ``ndim``."""
     return vector.view(1, -1, *([1] * (ndim - 2)))
 
 
 def split_ignored(target: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(safe_target, valid)``: ignored positions replaced by class 0, and their mask."""
     valid = target != ignore_index
-    safe_target = torch.where(valid, target, torch.zeros((), dtype=target.dtype, device=target.device))
+    safe_target = torch.where(
+        valid, target, torch.zeros((), dtype=target.dtype, device=target.device)
+    )
     return safe_target.long(), valid
 
 
@@ -91,7 +93,9 @@ def reduce_multilabel(
     total = loss.sum()
     if reduction == "sum":
         return total
-    count = valid.sum().to(loss.dtype) if valid is not None else loss.new_tensor(float(loss.numel()))
+    count = (
+        valid.sum().to(loss.dtype) if valid is not None else loss.new_tensor(float(loss.numel()))
+    )
     return _safe_divide(total, count)
 
 
@@ -102,7 +106,9 @@ def multilabel_valid(target: torch.Tensor, ignore_index: int | None) -> torch.Te
     return target != ignore_index
 
 
-def multilabel_sign(target: torch.Tensor, valid: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+def multilabel_sign(
+    target: torch.Tensor, valid: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor:
     """``2y − 1`` as ``dtype`` (ignored entries treated as negatives; they are masked later)."""
     positive = target == 1
     if valid is not None:

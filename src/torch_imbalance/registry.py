@@ -69,8 +69,10 @@ def _ldam_drw(counts: Counts, kw: dict[str, Any]) -> nn.Module:
     counts = _needs_counts("ldam_drw", counts)
     schedule = {key: kw.pop(key) for key in ("start_epoch", "total_epochs", "beta") if key in kw}
     if "start_epoch" not in schedule and "total_epochs" not in schedule:
-        raise ValueError("loss 'ldam_drw' needs start_epoch or total_epochs (DRW switches at "
-                         "80 % of the planned epochs by default)")
+        raise ValueError(
+            "loss 'ldam_drw' needs start_epoch or total_epochs (DRW switches at "
+            "80 % of the planned epochs by default)"
+        )
     return DeferredReweighting(LDAMLoss(counts, **kw), counts, **schedule)
 
 
@@ -157,7 +159,7 @@ def build_loss(name: str, class_counts: Counts = None, **overrides: Any) -> nn.M
         >>> build_loss("lmfx")
         Traceback (most recent call last):
         ...
-        ValueError: unknown loss 'lmfx'; available: ce, weighted_ce, cb_ce, focal, cb_focal, ldam, ldam_drw, lmf, lmf_official, dual_focal, dual_focal_adaptive, balanced_softmax, logit_adjusted, poly1
+        ValueError: unknown loss 'lmfx'; available: ce, weighted_ce, cb_ce, focal, ...
     """
     builder = LOSSES.get(name)
     if builder is None:

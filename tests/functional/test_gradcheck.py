@@ -25,9 +25,11 @@ def test_gradcheck_logits(case, task, reduction):
 @pytest.mark.parametrize("task", ["multiclass", "multilabel"])
 @pytest.mark.parametrize(
     "loss",
-    [lambda z, t, g, task: TF.focal_loss(z, t, gamma=g, task=task),
-     lambda z, t, g, task: TF.dual_focal_loss(z, t, gamma=g, task=task),
-     lambda z, t, g, task: TF.lmf_loss(z, t, [9, 3, 2, 1], gamma=g, task=task)],
+    [
+        lambda z, t, g, task: TF.focal_loss(z, t, gamma=g, task=task),
+        lambda z, t, g, task: TF.dual_focal_loss(z, t, gamma=g, task=task),
+        lambda z, t, g, task: TF.lmf_loss(z, t, [9, 3, 2, 1], gamma=g, task=task),
+    ],
     ids=["focal", "dual_focal", "lmf"],
 )
 @pytest.mark.parametrize("gamma0", [0.4, 1.0, 2.5])

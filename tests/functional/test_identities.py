@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import reference as ref
 import torch
 import torch.nn.functional as F
-import reference as ref
 from cases import COUNTS, make_batch
 from torchvision.ops import sigmoid_focal_loss
 
@@ -40,8 +40,9 @@ def test_focal_gamma0_custom_ignore_index_matches_cross_entropy():
 def test_multilabel_focal_matches_torchvision(reduction, gamma, alpha):
     z, y = make_batch("multilabel", (6, 4, 5, 5))
     ours = TF.focal_loss(z, y, gamma=gamma, alpha=alpha, reduction=reduction, task="multilabel")
-    expected = sigmoid_focal_loss(z, y.to(z.dtype), alpha=-1 if alpha is None else alpha,
-                                  gamma=gamma, reduction=reduction)
+    expected = sigmoid_focal_loss(
+        z, y.to(z.dtype), alpha=-1 if alpha is None else alpha, gamma=gamma, reduction=reduction
+    )
     torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-12)
 
 
@@ -56,8 +57,9 @@ def test_dual_focal_gamma1_alpha_term_is_twice_one_minus_pt(alpha):
 
 def test_dual_focal_gamma2_alpha_term_is_brier_score():
     z, t = make_batch("multiclass", (5, 4, 6))
-    alpha_term = (TF.dual_focal_loss(z, t, alpha=1.0, beta=0.0, gamma=2.0, reduction="none")
-                  - F.cross_entropy(z, t, reduction="none"))
+    alpha_term = TF.dual_focal_loss(
+        z, t, alpha=1.0, beta=0.0, gamma=2.0, reduction="none"
+    ) - F.cross_entropy(z, t, reduction="none")
     brier = ((F.one_hot(t, 4).movedim(-1, 1) - torch.softmax(z, 1)) ** 2).sum(1)
     torch.testing.assert_close(alpha_term, brier)
 
@@ -72,8 +74,9 @@ def test_dual_focal_rho1_beta_term_is_negative_half_of_bce_on_p():
 def test_dual_focal_alpha0_beta0_is_cross_entropy():
     z, t = make_batch("multiclass", (3, 4, 5, 5), 0.2)
     w = torch.rand(4, dtype=z.dtype) + 0.5
-    torch.testing.assert_close(TF.dual_focal_loss(z, t, alpha=0.0, beta=0.0, weight=w),
-                               F.cross_entropy(z, t, weight=w))
+    torch.testing.assert_close(
+        TF.dual_focal_loss(z, t, alpha=0.0, beta=0.0, weight=w), F.cross_entropy(z, t, weight=w)
+    )
 
 
 @pytest.mark.parametrize("task", ["multiclass", "multilabel"])
@@ -83,9 +86,12 @@ def test_lmf_is_weighted_sum_of_its_parts(task, reduction):
     w = torch.rand(5, dtype=z.dtype) + 0.5
     counts = COUNTS[5]
     common = {"weight": w, "reduction": reduction, "task": task}
-    ours = TF.lmf_loss(z, t, counts, gamma=1.2, ldam_weight=0.7, focal_weight=1.9, scale=10.0, **common)
-    parts = (0.7 * TF.ldam_loss(z, t, counts, scale=10.0, **common)
-             + 1.9 * TF.focal_loss(z, t, gamma=1.2, **common))
+    ours = TF.lmf_loss(
+        z, t, counts, gamma=1.2, ldam_weight=0.7, focal_weight=1.9, scale=10.0, **common
+    )
+    parts = 0.7 * TF.ldam_loss(z, t, counts, scale=10.0, **common) + 1.9 * TF.focal_loss(
+        z, t, gamma=1.2, **common
+    )
     torch.testing.assert_close(ours, parts, rtol=1e-12, atol=1e-12)
 
 
@@ -95,6 +101,7 @@ def test_lmf_official_equals_authors_formula(num_classes):
     z.requires_grad_()
     counts = COUNTS[num_classes]
     from torch_imbalance import LMFLoss
+
     ours = LMFLoss.official(counts)(z, t)
     expected = ref.lmf_official(z, t, counts)
     torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
@@ -113,8 +120,9 @@ def test_lmf_official_differs_from_paper_variant():
 def test_balanced_softmax_is_logit_adjustment_with_tau1():
     # log n and log π differ by a constant per sample, which softmax cancels.
     z, t = make_batch("multiclass", (10, 5, 4), 0.2)
-    torch.testing.assert_close(TF.balanced_softmax_loss(z, t, COUNTS[5]),
-                               TF.logit_adjusted_loss(z, t, COUNTS[5], tau=1.0))
+    torch.testing.assert_close(
+        TF.balanced_softmax_loss(z, t, COUNTS[5]), TF.logit_adjusted_loss(z, t, COUNTS[5], tau=1.0)
+    )
 
 
 def test_zero_strength_priors_are_cross_entropy():

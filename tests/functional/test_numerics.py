@@ -76,7 +76,7 @@ def test_focal_gradient_at_saturation_small_gamma_is_exact():
     def exact(zt):
         lse = mpmath.log(mpmath.exp(zt) + 2)
         log_pt = zt - lse
-        return -(mpmath.mpf(2) / (mpmath.exp(zt) + 2)) ** mpmath.mpf(0.5) * log_pt
+        return -((mpmath.mpf(2) / (mpmath.exp(zt) + 2)) ** mpmath.mpf(0.5)) * log_pt
 
     z = torch.tensor([[30.0, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
     TF.focal_loss(z, torch.tensor([0]), gamma=0.5).backward()

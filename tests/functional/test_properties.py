@@ -51,6 +51,8 @@ def test_any_problem_is_finite_shaped_and_matches_reference(problem):
     loss.sum().backward()
     assert torch.isfinite(z_in.grad.float()).all()
 
-    expected = case.call_reference(z.double(), t, **{**kwargs, "weight": None if weight is None else weight.double()})
+    expected = case.call_reference(
+        z.double(), t, **{**kwargs, "weight": None if weight is None else weight.double()}
+    )
     tol = 1e-9 if dtype == torch.float64 else 5e-5
     torch.testing.assert_close(loss.double(), expected, rtol=tol, atol=tol)

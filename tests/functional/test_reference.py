@@ -43,6 +43,8 @@ def test_matches_reference_float64(case, task, shape, reduction, weighted, ignor
 def test_float32_close_to_float64_reference(case, task):
     z, t = make_batch(task, (4, 5, 6, 6), 0.1, dtype=torch.float32)
     ours = case.call_ours(z, t, **({"task": task} if task == "multilabel" else {}))
-    expected = case.call_reference(z.double(), t, **({"task": task} if task == "multilabel" else {}))
+    expected = case.call_reference(
+        z.double(), t, **({"task": task} if task == "multilabel" else {})
+    )
     assert ours.dtype == torch.float32
     torch.testing.assert_close(ours.double(), expected, rtol=2e-5, atol=1e-6)

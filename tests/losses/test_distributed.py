@@ -27,8 +27,9 @@ def _worker(rank: int, port: int, queue) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
     try:
         torch.set_num_threads(1)
-        loss = ti.DualFocalLoss(class_weight="adaptive", num_classes=3, momentum=0.5,
-                                learnable_gamma=True)
+        loss = ti.DualFocalLoss(
+            class_weight="adaptive", num_classes=3, momentum=0.5, learnable_gamma=True
+        )
         # Rank 0 sees only class 0, rank 1 only class 2 (and some ignored pixels).
         target = torch.full((2, 4, 4), 0 if rank == 0 else 2)
         if rank == 1:
@@ -45,10 +46,14 @@ def test_adaptive_weights_identical_across_ranks():
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = _free_port()
-    processes = [ctx.Process(target=_worker, args=(rank, port, queue)) for rank in range(WORLD_SIZE)]
+    processes = [
+        ctx.Process(target=_worker, args=(rank, port, queue)) for rank in range(WORLD_SIZE)
+    ]
     for p in processes:
         p.start()
-    results = dict((rank, (freq, w)) for rank, freq, w in (queue.get(timeout=120) for _ in processes))
+    results = dict(
+        (rank, (freq, w)) for rank, freq, w in (queue.get(timeout=120) for _ in processes)
+    )
     for p in processes:
         p.join(timeout=60)
         assert p.exitcode == 0

@@ -16,19 +16,40 @@ from torch_imbalance import functional as TF
 @pytest.mark.parametrize(
     ("module", "functional"),
     [
-        (lambda: ti.FocalLoss(gamma=1.5, weight=[1.0, 2.0, 0.5, 1.0], ignore_index=7),
-         lambda z, t: TF.focal_loss(z, t, 1.5, weight=torch.tensor([1.0, 2.0, 0.5, 1.0]), ignore_index=7)),
-        (lambda: ti.LDAMLoss(COUNTS[4], max_margin=0.3, scale=10.0, reduction="sum"),
-         lambda z, t: TF.ldam_loss(z, t, COUNTS[4], max_margin=0.3, scale=10.0, reduction="sum")),
-        (lambda: ti.LMFLoss(COUNTS[4], gamma=2.0, ldam_weight=0.5),
-         lambda z, t: TF.lmf_loss(z, t, COUNTS[4], gamma=2.0, ldam_weight=0.5)),
-        (lambda: ti.LMFLoss.official(COUNTS[4]),
-         lambda z, t: TF.lmf_loss(z, t, COUNTS[4], gamma=1.5, ldam_weight=1.5, variant="official")),
-        (lambda: ti.DualFocalLoss(alpha=0.5, beta=2.0, gamma=1.5, rho=1.2, reduction="none"),
-         lambda z, t: TF.dual_focal_loss(z, t, alpha=0.5, beta=2.0, gamma=1.5, rho=1.2, reduction="none")),
-        (lambda: ti.BalancedSoftmaxLoss(COUNTS[4]), lambda z, t: TF.balanced_softmax_loss(z, t, COUNTS[4])),
-        (lambda: ti.LogitAdjustedLoss(COUNTS[4], tau=0.5),
-         lambda z, t: TF.logit_adjusted_loss(z, t, COUNTS[4], tau=0.5)),
+        (
+            lambda: ti.FocalLoss(gamma=1.5, weight=[1.0, 2.0, 0.5, 1.0], ignore_index=7),
+            lambda z, t: TF.focal_loss(
+                z, t, 1.5, weight=torch.tensor([1.0, 2.0, 0.5, 1.0]), ignore_index=7
+            ),
+        ),
+        (
+            lambda: ti.LDAMLoss(COUNTS[4], max_margin=0.3, scale=10.0, reduction="sum"),
+            lambda z, t: TF.ldam_loss(z, t, COUNTS[4], max_margin=0.3, scale=10.0, reduction="sum"),
+        ),
+        (
+            lambda: ti.LMFLoss(COUNTS[4], gamma=2.0, ldam_weight=0.5),
+            lambda z, t: TF.lmf_loss(z, t, COUNTS[4], gamma=2.0, ldam_weight=0.5),
+        ),
+        (
+            lambda: ti.LMFLoss.official(COUNTS[4]),
+            lambda z, t: TF.lmf_loss(
+                z, t, COUNTS[4], gamma=1.5, ldam_weight=1.5, variant="official"
+            ),
+        ),
+        (
+            lambda: ti.DualFocalLoss(alpha=0.5, beta=2.0, gamma=1.5, rho=1.2, reduction="none"),
+            lambda z, t: TF.dual_focal_loss(
+                z, t, alpha=0.5, beta=2.0, gamma=1.5, rho=1.2, reduction="none"
+            ),
+        ),
+        (
+            lambda: ti.BalancedSoftmaxLoss(COUNTS[4]),
+            lambda z, t: TF.balanced_softmax_loss(z, t, COUNTS[4]),
+        ),
+        (
+            lambda: ti.LogitAdjustedLoss(COUNTS[4], tau=0.5),
+            lambda z, t: TF.logit_adjusted_loss(z, t, COUNTS[4], tau=0.5),
+        ),
         (lambda: ti.Poly1Loss(epsilon=0.5), lambda z, t: TF.poly1_loss(z, t, epsilon=0.5)),
     ],
 )
@@ -42,7 +63,9 @@ def test_multilabel_focal_module_with_per_class_alpha():
     z, y = make_batch("multilabel", (5, 3), dtype=torch.float32)
     alpha = [0.2, 0.5, 0.9]
     loss = ti.FocalLoss(alpha=alpha, task="multilabel")(z, y)
-    torch.testing.assert_close(loss, TF.focal_loss(z, y, alpha=torch.tensor(alpha), task="multilabel"))
+    torch.testing.assert_close(
+        loss, TF.focal_loss(z, y, alpha=torch.tensor(alpha), task="multilabel")
+    )
     scalar = ti.FocalLoss(alpha=0.25, task="multilabel")(z, y)
     torch.testing.assert_close(scalar, TF.focal_loss(z, y, alpha=0.25, task="multilabel"))
 
@@ -96,7 +119,9 @@ def test_adaptive_weights_update_in_training_and_freeze_in_eval():
     # The forward used the weights from before its own update ...
     torch.testing.assert_close(value, TF.dual_focal_loss(z, t, weight=weight_used))
     # ... and then folded in this batch (only class 2, ignored pixel excluded).
-    torch.testing.assert_close(loss.adaptive.frequencies, 0.5 * before + 0.5 * torch.tensor([0.0, 0.0, 1.0]))
+    torch.testing.assert_close(
+        loss.adaptive.frequencies, 0.5 * before + 0.5 * torch.tensor([0.0, 0.0, 1.0])
+    )
     w = loss.current_weight()
     assert w[2] < w[0] < w[1] and w.mean().item() == pytest.approx(1.0)
     # All-ignored batch: no update.
@@ -157,7 +182,9 @@ def test_drw_works_with_torch_cross_entropy():
     drw = ti.DeferredReweighting(torch.nn.CrossEntropyLoss(), counts, start_epoch=1)
     z, t = make_batch("multiclass", (6, 2), dtype=torch.float32)
     drw.set_epoch(1)
-    torch.testing.assert_close(drw(z, t), F.cross_entropy(z, t, weight=ti.effective_number_weights(counts)))
+    torch.testing.assert_close(
+        drw(z, t), F.cross_entropy(z, t, weight=ti.effective_number_weights(counts))
+    )
 
 
 def test_reprs_are_informative():

@@ -19,7 +19,9 @@ from torch_imbalance._reduce import upcast
 GammaLike = float | torch.Tensor
 
 
-def log_prob_complement_at(logits: torch.Tensor, index: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+def log_prob_complement_at(
+    logits: torch.Tensor, index: torch.Tensor, lse: torch.Tensor
+) -> torch.Tensor:
     """``log(1 − softmax(z)[index])`` computed as ``logsumexp_{j≠index} z_j − logsumexp_j z_j``.
 
     Exact for saturated predictions where ``1 − p`` rounds to 0 (then ``log1p(−p)`` is ``−inf``).
@@ -44,7 +46,7 @@ def log_prob_complement(logits: torch.Tensor, log_prob: torch.Tensor) -> torch.T
     is_top = torch.arange(logits.shape[1], device=logits.device).view(
         1, -1, *([1] * (logits.ndim - 2))
     ) == top.unsqueeze(1)
-    # Zero the probability at the arg-max before log1p, so the unused branch has no inf/NaN gradient.
+    # Zero p at the arg-max before log1p: the unused branch must not get inf/NaN gradients.
     small = torch.where(is_top, 0.0, log_prob.exp())
     top_value = log_prob_complement_at(logits, top, lse).unsqueeze(1)
     return torch.where(is_top, top_value, torch.log1p(-small))
@@ -114,4 +116,3 @@ def prepare(
     if task == "multiclass":
         return prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
     return prepare_multilabel(input, target, weight, ignore_index, reduction, validate)
-

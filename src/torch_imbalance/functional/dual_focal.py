@@ -151,6 +151,7 @@ def dual_focal_loss(
         loss = multiclass_dual_focal_terms(z, safe_target, alpha, beta, gamma, rho)
         return reduce_multiclass(loss, safe_target, valid, weight, reduction)
     valid = multilabel_valid(target, ignore_index)
-    loss = multilabel_dual_focal_terms(z, multilabel_sign(target, valid, z.dtype), alpha, beta,
-                                       gamma, rho)
+    loss = multilabel_dual_focal_terms(
+        z, multilabel_sign(target, valid, z.dtype), alpha, beta, gamma, rho
+    )
     return reduce_multilabel(loss, valid, weight, reduction)

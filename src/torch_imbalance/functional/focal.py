@@ -133,7 +133,7 @@ def focal_loss(
     if task == "multiclass":
         if alpha is not None:
             raise ValueError(
-                "alpha applies to task='multilabel'; for multiclass use weight=(C,) per-class weights"
+                "alpha applies to task='multilabel'; for multiclass use weight=(C,) class weights"
             )
         safe_target, valid = split_ignored(target, ignore_index)
         loss = multiclass_focal_terms(z, safe_target, gamma)

@@ -35,7 +35,9 @@ def resolve_margins(
     if margins is None:
         check_range("max_margin", max_margin, 0.0, low_inclusive=False)
         margins = ldam_margins(class_counts, max_margin, torch.float64)
-    check_class_counts_match(margins, input, "class_counts" if class_counts is not None else "margins")
+    check_class_counts_match(
+        margins, input, "class_counts" if class_counts is not None else "margins"
+    )
     return margins.to(device=input.device, dtype=dtype)
 
 

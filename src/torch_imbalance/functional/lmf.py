@@ -62,7 +62,7 @@ def lmf_loss(
     variant: Variant = "paper",
     validate: bool = True,
 ) -> torch.Tensor:
-    r"""LMF loss: :math:`L = \lambda_{ldam} L_{LDAM} + \lambda_{focal} L_{focal}` on the same logits.
+    r"""LMF loss: :math:`\lambda_{ldam} L_{LDAM} + \lambda_{focal} L_{focal}` on the same logits.
 
     ``variant="paper"`` (default) follows the paper's text: LDAM on :math:`s(z - \Delta_t e_t)`
     and focal on the raw logits :math:`z`, both weighted by ``weight`` and reduced the same way,
@@ -114,8 +114,19 @@ def lmf_loss(
     z = prepare(task, input, target, weight, ignore_index, reduction, validate)
     margins = resolve_margins(class_counts, margins, max_margin, z, z.dtype)
     if variant == "official":
-        return _official_lmf(z, target, margins, gamma, scale, ldam_weight, focal_weight,
-                             weight, ignore_index, reduction, task)
+        return _official_lmf(
+            z,
+            target,
+            margins,
+            gamma,
+            scale,
+            ldam_weight,
+            focal_weight,
+            weight,
+            ignore_index,
+            reduction,
+            task,
+        )
     if task == "multiclass":
         safe_target, valid = split_ignored(target, ignore_index)
         loss = ldam_weight * multiclass_ldam_terms(z, safe_target, margins, scale)
@@ -142,18 +153,29 @@ def _official_lmf(
     task: Task,
 ) -> torch.Tensor:
     if task != "multiclass":
-        raise ValueError("variant='official' reproduces the authors' multiclass code; use "
-                         "variant='paper' for task='multilabel'")
+        raise ValueError(
+            "variant='official' reproduces the authors' multiclass code; use "
+            "variant='paper' for task='multilabel'"
+        )
     if weight is not None:
-        raise ValueError("variant='official' weights both terms by the LDAM margins; "
-                         "weight must be None")
+        raise ValueError(
+            "variant='official' weights both terms by the LDAM margins; weight must be None"
+        )
     safe_target, valid = split_ignored(target, ignore_index)
     element_weight = margins[safe_target]
     ldam = reduce_multiclass(
-        multiclass_ldam_terms(z, safe_target, margins, scale), safe_target, valid, margins, reduction
+        multiclass_ldam_terms(z, safe_target, margins, scale),
+        safe_target,
+        valid,
+        margins,
+        reduction,
     )
     focal = reduce_multiclass(
         official_focal_terms(z, safe_target, element_weight, gamma),
-        safe_target, valid, None, reduction, normalizer="count",
+        safe_target,
+        valid,
+        None,
+        reduction,
+        normalizer="count",
     )
     return ldam_weight * ldam + focal_weight * focal

@@ -21,7 +21,10 @@ CountsLike = Sequence[float] | np.ndarray | torch.Tensor
 
 
 def log_prior_offset(
-    class_counts: CountsLike, tau: float = 1.0, normalize: bool = True, dtype: torch.dtype = torch.float64
+    class_counts: CountsLike,
+    tau: float = 1.0,
+    normalize: bool = True,
+    dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     r"""Per-class logit offset :math:`\tau \log \pi_j` (``normalize``) or :math:`\tau \log n_j`.
 
@@ -45,7 +48,7 @@ def offset_cross_entropy(
     reduction: Reduction = "mean",
     validate: bool = True,
 ) -> torch.Tensor:
-    """``CE(z + offset, t)`` with a per-class offset ``(C,)``; the shared core of the prior losses."""
+    """``CE(z + offset, t)`` with a per-class offset ``(C,)``: the core of the prior losses."""
     z = prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
     check_class_counts_match(offset, z, "class_counts")
     safe_target, valid = split_ignored(target, ignore_index)
@@ -87,8 +90,15 @@ def balanced_softmax_loss(
         tensor(0.9921)
     """
     offset = log_prior_offset(class_counts, normalize=False)
-    return offset_cross_entropy(input, target, offset, weight=weight, ignore_index=ignore_index,
-                                reduction=reduction, validate=validate)
+    return offset_cross_entropy(
+        input,
+        target,
+        offset,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        validate=validate,
+    )
 
 
 def logit_adjusted_loss(
@@ -125,8 +135,15 @@ def logit_adjusted_loss(
     """
     check_range("tau", tau, 0.0)
     offset = log_prior_offset(class_counts, tau)
-    return offset_cross_entropy(input, target, offset, weight=weight, ignore_index=ignore_index,
-                                reduction=reduction, validate=validate)
+    return offset_cross_entropy(
+        input,
+        target,
+        offset,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        validate=validate,
+    )
 
 
 def poly1_loss(

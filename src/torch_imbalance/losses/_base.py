@@ -90,7 +90,9 @@ class GammaMixin:
     _fixed_gamma: float
     learnable: BoundedGamma | None
 
-    def _init_gamma(self, gamma: float, learnable_gamma: bool, gamma_range: tuple[float, float]) -> None:
+    def _init_gamma(
+        self, gamma: float, learnable_gamma: bool, gamma_range: tuple[float, float]
+    ) -> None:
         check_gamma(gamma)
         self._fixed_gamma = float(gamma)
         self.learnable = BoundedGamma(float(gamma), gamma_range) if learnable_gamma else None

@@ -88,4 +88,6 @@ class AdaptiveClassWeights(nn.Module):
         return raw / raw.mean()
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.frequencies.numel()}, momentum={self.momentum}, power={self.power}"
+        return (
+            f"num_classes={self.frequencies.numel()}, momentum={self.momentum}, power={self.power}"
+        )

@@ -78,8 +78,13 @@ class DualFocalLoss(GammaMixin, ImbalanceLoss):
         adaptive_power: float = 0.5,
         validate: bool = True,
     ) -> None:
-        super().__init__(weight=weight, ignore_index=ignore_index, reduction=reduction, task=task,
-                         validate=validate)
+        super().__init__(
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            task=task,
+            validate=validate,
+        )
         check_dual_focal_args(alpha, beta, gamma, rho)
         self._init_gamma(gamma, learnable_gamma, gamma_range)
         self.alpha, self.beta, self.rho = float(alpha), float(beta), float(rho)
@@ -99,15 +104,26 @@ class DualFocalLoss(GammaMixin, ImbalanceLoss):
         return self.adaptive.weights() if self.adaptive is not None else self.weight
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = dual_focal_loss(input, target, alpha=self.alpha, beta=self.beta, gamma=self.gamma,
-                               rho=self.rho, weight=self.current_weight(),
-                               ignore_index=self.ignore_index, reduction=self.reduction,
-                               task=self.task, validate=self.validate)
+        loss = dual_focal_loss(
+            input,
+            target,
+            alpha=self.alpha,
+            beta=self.beta,
+            gamma=self.gamma,
+            rho=self.rho,
+            weight=self.current_weight(),
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            task=self.task,
+            validate=self.validate,
+        )
         # Update after the loss has validated the targets, so bad labels never reach the estimate.
         if self.adaptive is not None and self.training:
             self.adaptive.update(target, self.ignore_index, self.task)
         return loss
 
     def extra_repr(self) -> str:
-        return (f"alpha={self.alpha}, beta={self.beta}, gamma={self.gamma_value():g}, "
-                f"rho={self.rho}, " + super().extra_repr())
+        return (
+            f"alpha={self.alpha}, beta={self.beta}, gamma={self.gamma_value():g}, "
+            f"rho={self.rho}, " + super().extra_repr()
+        )

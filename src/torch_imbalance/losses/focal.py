@@ -58,8 +58,13 @@ class FocalLoss(GammaMixin, ImbalanceLoss):
         gamma_range: tuple[float, float] = (0.5, 5.0),
         validate: bool = True,
     ) -> None:
-        super().__init__(weight=weight, ignore_index=ignore_index, reduction=reduction, task=task,
-                         validate=validate)
+        super().__init__(
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            task=task,
+            validate=validate,
+        )
         self._init_gamma(gamma, learnable_gamma, gamma_range)
         if alpha is not None and task != "multilabel":
             raise ValueError("alpha applies to task='multilabel'; for multiclass use weight=")
@@ -73,9 +78,17 @@ class FocalLoss(GammaMixin, ImbalanceLoss):
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         alpha = self.alpha if self.alpha is not None else self._scalar_alpha
-        return focal_loss(input, target, self.gamma, alpha=alpha, weight=self.weight,
-                          ignore_index=self.ignore_index, reduction=self.reduction, task=self.task,
-                          validate=self.validate)
+        return focal_loss(
+            input,
+            target,
+            self.gamma,
+            alpha=alpha,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            task=self.task,
+            validate=self.validate,
+        )
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma_value():g}, " + super().extra_repr()

@@ -52,8 +52,13 @@ class LDAMLoss(ImbalanceLoss):
         task: Task = "multiclass",
         validate: bool = True,
     ) -> None:
-        super().__init__(weight=weight, ignore_index=ignore_index, reduction=reduction, task=task,
-                         validate=validate)
+        super().__init__(
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            task=task,
+            validate=validate,
+        )
         check_range("scale", scale, 0.0, low_inclusive=False)
         # float64, so that float64 inputs keep full precision; cast to the logits' dtype per call.
         self.register_buffer("margins", ldam_margins(class_counts, max_margin, torch.float64))
@@ -61,9 +66,17 @@ class LDAMLoss(ImbalanceLoss):
         self.scale = scale
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return ldam_loss(input, target, margins=self.margins, scale=self.scale, weight=self.weight,
-                         ignore_index=self.ignore_index, reduction=self.reduction, task=self.task,
-                         validate=self.validate)
+        return ldam_loss(
+            input,
+            target,
+            margins=self.margins,
+            scale=self.scale,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            task=self.task,
+            validate=self.validate,
+        )
 
     def extra_repr(self) -> str:
         return f"max_margin={self.max_margin}, scale={self.scale}, " + super().extra_repr()

@@ -64,8 +64,13 @@ class LMFLoss(ImbalanceLoss):
         variant: Variant = "paper",
         validate: bool = True,
     ) -> None:
-        super().__init__(weight=weight, ignore_index=ignore_index, reduction=reduction, task=task,
-                         validate=validate)
+        super().__init__(
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            task=task,
+            validate=validate,
+        )
         check_gamma(gamma)
         check_range("scale", scale, 0.0, low_inclusive=False)
         check_range("ldam_weight", ldam_weight, 0.0)
@@ -73,8 +78,10 @@ class LMFLoss(ImbalanceLoss):
         if variant not in ("paper", "official"):
             raise ValueError(f"variant must be 'paper' or 'official', got {variant!r}")
         if variant == "official" and (task != "multiclass" or weight is not None):
-            raise ValueError("variant='official' is multiclass only and weights by the margins "
-                             "(weight must be None)")
+            raise ValueError(
+                "variant='official' is multiclass only and weights by the margins "
+                "(weight must be None)"
+            )
         # float64, so that float64 inputs keep full precision; cast to the logits' dtype per call.
         self.register_buffer("margins", ldam_margins(class_counts, max_margin, torch.float64))
         self.gamma = float(gamma)
@@ -92,12 +99,24 @@ class LMFLoss(ImbalanceLoss):
         return cls(class_counts, variant="official", **settings)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return lmf_loss(input, target, margins=self.margins, gamma=self.gamma, scale=self.scale,
-                        ldam_weight=self.ldam_weight, focal_weight=self.focal_weight,
-                        weight=self.weight, ignore_index=self.ignore_index,
-                        reduction=self.reduction, task=self.task, variant=self.variant,
-                        validate=self.validate)
+        return lmf_loss(
+            input,
+            target,
+            margins=self.margins,
+            gamma=self.gamma,
+            scale=self.scale,
+            ldam_weight=self.ldam_weight,
+            focal_weight=self.focal_weight,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            task=self.task,
+            variant=self.variant,
+            validate=self.validate,
+        )
 
     def extra_repr(self) -> str:
-        return (f"variant={self.variant!r}, gamma={self.gamma:g}, ldam_weight={self.ldam_weight}, "
-                f"focal_weight={self.focal_weight}, scale={self.scale}, " + super().extra_repr())
+        return (
+            f"variant={self.variant!r}, gamma={self.gamma:g}, ldam_weight={self.ldam_weight}, "
+            f"focal_weight={self.focal_weight}, scale={self.scale}, " + super().extra_repr()
+        )

@@ -21,16 +21,34 @@ class _OffsetCrossEntropy(ImbalanceLoss):
 
     offset: torch.Tensor
 
-    def __init__(self, offset: torch.Tensor, *, weight: torch.Tensor | Sequence[float] | None,
-                 ignore_index: int, reduction: Reduction, validate: bool) -> None:
-        super().__init__(weight=weight, ignore_index=ignore_index, reduction=reduction,
-                         validate=validate, supported_tasks=("multiclass",))
+    def __init__(
+        self,
+        offset: torch.Tensor,
+        *,
+        weight: torch.Tensor | Sequence[float] | None,
+        ignore_index: int,
+        reduction: Reduction,
+        validate: bool,
+    ) -> None:
+        super().__init__(
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            validate=validate,
+            supported_tasks=("multiclass",),
+        )
         self.register_buffer("offset", offset)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return offset_cross_entropy(input, target, self.offset, weight=self.weight,
-                                    ignore_index=self.ignore_index, reduction=self.reduction,
-                                    validate=self.validate)
+        return offset_cross_entropy(
+            input,
+            target,
+            self.offset,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            validate=self.validate,
+        )
 
 
 class BalancedSoftmaxLoss(_OffsetCrossEntropy):
@@ -44,11 +62,22 @@ class BalancedSoftmaxLoss(_OffsetCrossEntropy):
         tensor(2.4069)
     """
 
-    def __init__(self, class_counts: CountsLike, *,
-                 weight: torch.Tensor | Sequence[float] | None = None, ignore_index: int = -100,
-                 reduction: Reduction = "mean", validate: bool = True) -> None:
-        super().__init__(log_prior_offset(class_counts, normalize=False), weight=weight,
-                         ignore_index=ignore_index, reduction=reduction, validate=validate)
+    def __init__(
+        self,
+        class_counts: CountsLike,
+        *,
+        weight: torch.Tensor | Sequence[float] | None = None,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+        validate: bool = True,
+    ) -> None:
+        super().__init__(
+            log_prior_offset(class_counts, normalize=False),
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            validate=validate,
+        )
 
 
 class LogitAdjustedLoss(_OffsetCrossEntropy):
@@ -61,12 +90,24 @@ class LogitAdjustedLoss(_OffsetCrossEntropy):
         tensor(2.4069)
     """
 
-    def __init__(self, class_counts: CountsLike, *, tau: float = 1.0,
-                 weight: torch.Tensor | Sequence[float] | None = None, ignore_index: int = -100,
-                 reduction: Reduction = "mean", validate: bool = True) -> None:
+    def __init__(
+        self,
+        class_counts: CountsLike,
+        *,
+        tau: float = 1.0,
+        weight: torch.Tensor | Sequence[float] | None = None,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+        validate: bool = True,
+    ) -> None:
         check_range("tau", tau, 0.0)
-        super().__init__(log_prior_offset(class_counts, tau), weight=weight,
-                         ignore_index=ignore_index, reduction=reduction, validate=validate)
+        super().__init__(
+            log_prior_offset(class_counts, tau),
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            validate=validate,
+        )
         self.tau = tau
 
 
@@ -79,15 +120,32 @@ class Poly1Loss(ImbalanceLoss):
         tensor(2.1363)
     """
 
-    def __init__(self, epsilon: float = 1.0, *,
-                 weight: torch.Tensor | Sequence[float] | None = None, ignore_index: int = -100,
-                 reduction: Reduction = "mean", validate: bool = True) -> None:
-        super().__init__(weight=weight, ignore_index=ignore_index, reduction=reduction,
-                         validate=validate, supported_tasks=("multiclass",))
+    def __init__(
+        self,
+        epsilon: float = 1.0,
+        *,
+        weight: torch.Tensor | Sequence[float] | None = None,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+        validate: bool = True,
+    ) -> None:
+        super().__init__(
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            validate=validate,
+            supported_tasks=("multiclass",),
+        )
         check_range("epsilon", epsilon, -1.0)
         self.epsilon = epsilon
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return poly1_loss(input, target, epsilon=self.epsilon, weight=self.weight,
-                          ignore_index=self.ignore_index, reduction=self.reduction,
-                          validate=self.validate)
+        return poly1_loss(
+            input,
+            target,
+            epsilon=self.epsilon,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            validate=self.validate,
+        )

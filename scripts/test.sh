@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The full test suite: unit, reference, property, distributed and compile tests, doctests of
+# every public docstring, lint, and line coverage of the package (must stay >= 90 %).
+# Extra arguments go to pytest.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh" dev,examples
+ruff check src tests examples
+python -m pytest -n 2 --cov=torch_imbalance --cov-report=term-missing:skip-covered \
+  --cov-fail-under=90 "$@"
