@@ -33,22 +33,18 @@ def _needs_counts(name: str, counts: Counts) -> Counts:
     return counts
 
 
-def _take(overrides: dict[str, Any], key: str, default: Any) -> Any:
-    return overrides.pop(key, default)
-
-
 def _ce(counts: Counts, kw: dict[str, Any]) -> nn.Module:
     return FocalLoss(gamma=0.0, **kw)
 
 
 def _weighted_ce(counts: Counts, kw: dict[str, Any]) -> nn.Module:
-    power = _take(kw, "power", 1.0)
+    power = kw.pop("power", 1.0)
     weight = inverse_frequency_weights(_needs_counts("weighted_ce", counts), power)
     return FocalLoss(gamma=0.0, weight=weight, **kw)
 
 
 def _cb_ce(counts: Counts, kw: dict[str, Any]) -> nn.Module:
-    weight = effective_number_weights(_needs_counts("cb_ce", counts), _take(kw, "beta", 0.9999))
+    weight = effective_number_weights(_needs_counts("cb_ce", counts), kw.pop("beta", 0.9999))
     return FocalLoss(gamma=0.0, weight=weight, **kw)
 
 
@@ -57,7 +53,7 @@ def _focal(counts: Counts, kw: dict[str, Any]) -> nn.Module:
 
 
 def _cb_focal(counts: Counts, kw: dict[str, Any]) -> nn.Module:
-    weight = effective_number_weights(_needs_counts("cb_focal", counts), _take(kw, "beta", 0.9999))
+    weight = effective_number_weights(_needs_counts("cb_focal", counts), kw.pop("beta", 0.9999))
     return FocalLoss(weight=weight, **kw)
 
 
@@ -127,7 +123,12 @@ LOSSES: dict[str, Builder] = {
 
 
 def available_losses() -> list[str]:
-    """The registry names, in the spec's order."""
+    """The registry names, in the spec's order.
+
+    Example:
+        >>> available_losses()[:4]
+        ['ce', 'weighted_ce', 'cb_ce', 'focal']
+    """
     return list(LOSSES)
 
 

@@ -187,11 +187,6 @@ class DeferredReweighting(nn.Module):
         self.epoch.fill_(int(epoch))
         self.loss.weight = self.weight_at(int(epoch))
 
-    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super()._load_from_state_dict(*args, **kwargs)
-        # A resumed run continues with the weights of the epoch it had reached.
-        self.loss.weight = self.weight_at(int(self.epoch))
-
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.loss(input, target)
 

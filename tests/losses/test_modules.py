@@ -12,50 +12,72 @@ from cases import COUNTS, make_batch
 import torch_imbalance as ti
 from torch_imbalance import functional as TF
 
+IGNORE = 7  # every module must pass ignore_index through to its function
+W4 = [1.0, 2.0, 0.5, 1.0]
+
 
 @pytest.mark.parametrize(
     ("module", "functional"),
     [
         (
-            lambda: ti.FocalLoss(gamma=1.5, weight=[1.0, 2.0, 0.5, 1.0], ignore_index=7),
-            lambda z, t: TF.focal_loss(
-                z, t, 1.5, weight=torch.tensor([1.0, 2.0, 0.5, 1.0]), ignore_index=7
+            lambda: ti.FocalLoss(gamma=1.5, weight=W4, ignore_index=IGNORE),
+            lambda z, t: TF.focal_loss(z, t, 1.5, weight=torch.tensor(W4), ignore_index=IGNORE),
+        ),
+        (
+            lambda: ti.LDAMLoss(
+                COUNTS[4], max_margin=0.3, scale=10.0, reduction="sum", ignore_index=IGNORE
+            ),
+            lambda z, t: TF.ldam_loss(
+                z, t, COUNTS[4], max_margin=0.3, scale=10.0, reduction="sum", ignore_index=IGNORE
             ),
         ),
         (
-            lambda: ti.LDAMLoss(COUNTS[4], max_margin=0.3, scale=10.0, reduction="sum"),
-            lambda z, t: TF.ldam_loss(z, t, COUNTS[4], max_margin=0.3, scale=10.0, reduction="sum"),
-        ),
-        (
-            lambda: ti.LMFLoss(COUNTS[4], gamma=2.0, ldam_weight=0.5),
-            lambda z, t: TF.lmf_loss(z, t, COUNTS[4], gamma=2.0, ldam_weight=0.5),
-        ),
-        (
-            lambda: ti.LMFLoss.official(COUNTS[4]),
+            lambda: ti.LMFLoss(
+                COUNTS[4], gamma=2.0, ldam_weight=0.5, weight=W4, ignore_index=IGNORE
+            ),
             lambda z, t: TF.lmf_loss(
-                z, t, COUNTS[4], gamma=1.5, ldam_weight=1.5, variant="official"
+                z,
+                t,
+                COUNTS[4],
+                gamma=2.0,
+                ldam_weight=0.5,
+                weight=torch.tensor(W4),
+                ignore_index=IGNORE,
             ),
         ),
         (
-            lambda: ti.DualFocalLoss(alpha=0.5, beta=2.0, gamma=1.5, rho=1.2, reduction="none"),
+            lambda: ti.LMFLoss.official(COUNTS[4], ignore_index=IGNORE),
+            lambda z, t: TF.lmf_loss(
+                z, t, COUNTS[4], gamma=1.5, ldam_weight=1.5, variant="official", ignore_index=IGNORE
+            ),
+        ),
+        (
+            lambda: ti.DualFocalLoss(
+                alpha=0.5, beta=2.0, gamma=1.5, rho=1.2, reduction="none", ignore_index=IGNORE
+            ),
             lambda z, t: TF.dual_focal_loss(
-                z, t, alpha=0.5, beta=2.0, gamma=1.5, rho=1.2, reduction="none"
+                z, t, alpha=0.5, beta=2.0, gamma=1.5, rho=1.2, reduction="none", ignore_index=IGNORE
             ),
         ),
         (
-            lambda: ti.BalancedSoftmaxLoss(COUNTS[4]),
-            lambda z, t: TF.balanced_softmax_loss(z, t, COUNTS[4]),
+            lambda: ti.BalancedSoftmaxLoss(COUNTS[4], weight=W4, ignore_index=IGNORE),
+            lambda z, t: TF.balanced_softmax_loss(
+                z, t, COUNTS[4], weight=torch.tensor(W4), ignore_index=IGNORE
+            ),
         ),
         (
-            lambda: ti.LogitAdjustedLoss(COUNTS[4], tau=0.5),
-            lambda z, t: TF.logit_adjusted_loss(z, t, COUNTS[4], tau=0.5),
+            lambda: ti.LogitAdjustedLoss(COUNTS[4], tau=0.5, ignore_index=IGNORE),
+            lambda z, t: TF.logit_adjusted_loss(z, t, COUNTS[4], tau=0.5, ignore_index=IGNORE),
         ),
-        (lambda: ti.Poly1Loss(epsilon=0.5), lambda z, t: TF.poly1_loss(z, t, epsilon=0.5)),
+        (
+            lambda: ti.Poly1Loss(epsilon=0.5, ignore_index=IGNORE),
+            lambda z, t: TF.poly1_loss(z, t, epsilon=0.5, ignore_index=IGNORE),
+        ),
     ],
 )
 def test_module_equals_functional(module, functional):
     z, t = make_batch("multiclass", (3, 4, 5), 0.0, dtype=torch.float32)
-    t[0, 0] = 7 if "ignore_index=7" in repr(module()) else t[0, 0]
+    t[0, :2] = IGNORE
     torch.testing.assert_close(module()(z, t), functional(z, t))
 
 

@@ -64,9 +64,16 @@ def power_from_log(log_base: torch.Tensor, exponent: GammaLike) -> torch.Tensor:
 
 
 def check_gamma(gamma: GammaLike) -> None:
-    """``γ ≥ 0``; tensors (learnable γ) must be scalars."""
-    if isinstance(gamma, torch.Tensor) and gamma.numel() != 1:
-        raise ValueError(f"gamma must be a scalar, got a tensor of shape {tuple(gamma.shape)}")
+    """``γ ≥ 0``; tensors (learnable γ) must be scalars.
+
+    The value of a tensor γ is checked only on the CPU: elsewhere reading it would synchronise
+    the device on every call (a learnable γ is kept in range by its parametrisation).
+    """
+    if isinstance(gamma, torch.Tensor):
+        if gamma.numel() != 1:
+            raise ValueError(f"gamma must be a scalar, got a tensor of shape {tuple(gamma.shape)}")
+        if gamma.device.type != "cpu" or torch.compiler.is_compiling():
+            return
     check_range("gamma", gamma, 0.0)
 
 

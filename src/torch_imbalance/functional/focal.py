@@ -44,7 +44,6 @@ def multilabel_focal_terms(
     sign: torch.Tensor,
     gamma: GammaLike,
     alpha: float | torch.Tensor | None,
-    positive: torch.Tensor,
 ) -> torch.Tensor:
     """Unweighted sigmoid focal loss ``α_y (1 − p_y)^γ BCE(z, y)`` per entry ``(N, C, *)``.
 
@@ -53,7 +52,6 @@ def multilabel_focal_terms(
         sign: ``2y − 1`` as floats.
         gamma: focusing parameter.
         alpha: weight of the positives (``1 − α`` for negatives), scalar or per class, or None.
-        positive: boolean mask ``y == 1``.
     """
     signed = logits * sign
     bce = -F.logsigmoid(signed)
@@ -63,7 +61,7 @@ def multilabel_focal_terms(
         return bce
     if isinstance(alpha, torch.Tensor) and alpha.ndim == 1:
         alpha = class_dim_view(alpha.to(logits.dtype), logits.ndim)
-    return torch.where(positive, alpha * bce, (1 - alpha) * bce)
+    return torch.where(sign > 0, alpha * bce, (1 - alpha) * bce)
 
 
 def check_alpha(alpha: float | torch.Tensor | None, num_classes: int) -> None:
@@ -141,5 +139,5 @@ def focal_loss(
     check_alpha(alpha, z.shape[1])
     valid = multilabel_valid(target, ignore_index)
     sign = multilabel_sign(target, valid, z.dtype)
-    loss = multilabel_focal_terms(z, sign, gamma, alpha, sign > 0)
+    loss = multilabel_focal_terms(z, sign, gamma, alpha)
     return reduce_multilabel(loss, valid, weight, reduction)

@@ -135,7 +135,7 @@ def lmf_loss(
     valid = multilabel_valid(target, ignore_index)
     sign = multilabel_sign(target, valid, z.dtype)
     loss = ldam_weight * multilabel_ldam_terms(z, sign, margins, scale)
-    loss = loss + focal_weight * multilabel_focal_terms(z, sign, gamma, None, sign > 0)
+    loss = loss + focal_weight * multilabel_focal_terms(z, sign, gamma, None)
     return reduce_multilabel(loss, valid, weight, reduction)
 
 

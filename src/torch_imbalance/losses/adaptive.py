@@ -68,8 +68,11 @@ class AdaptiveClassWeights(nn.Module):
         """Fold the class frequencies of ``target`` into the running estimate."""
         num_classes = self.frequencies.numel()
         if task == "multiclass":
-            valid = target != ignore_index
-            counts = torch.bincount(target[valid].long(), minlength=num_classes)[:num_classes]
+            # Ignored elements go to an extra bin; scatter_add avoids bincount's host sync.
+            bins = torch.where(target != ignore_index, target, num_classes).long().flatten()
+            counts = torch.zeros(num_classes + 1, device=target.device)
+            counts = counts.scatter_add_(0, bins, torch.ones_like(bins, dtype=counts.dtype))
+            counts = counts[:num_classes]
         else:
             positive = target == 1
             counts = positive.transpose(0, 1).reshape(num_classes, -1).sum(1)

@@ -68,13 +68,13 @@ class FocalLoss(GammaMixin, ImbalanceLoss):
         self._init_gamma(gamma, learnable_gamma, gamma_range)
         if alpha is not None and task != "multilabel":
             raise ValueError("alpha applies to task='multilabel'; for multiclass use weight=")
-        if alpha is not None and not isinstance(alpha, float | int):
-            alpha = torch.as_tensor(alpha, dtype=torch.get_default_dtype())
-            check_alpha(alpha, alpha.numel())
-        elif alpha is not None:
-            check_alpha(float(alpha), 1)
-        self.register_buffer("alpha", alpha if isinstance(alpha, torch.Tensor) else None)
-        self._scalar_alpha = None if isinstance(alpha, torch.Tensor) else alpha
+        alpha_tensor = None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32)
+        if alpha_tensor is not None:
+            check_alpha(alpha_tensor, alpha_tensor.numel())
+        # A per-class alpha is a buffer (it moves with .to()); a scalar stays a float.
+        per_class = alpha_tensor is not None and alpha_tensor.ndim == 1
+        self.register_buffer("alpha", alpha_tensor if per_class else None)
+        self._scalar_alpha = None if alpha_tensor is None or per_class else float(alpha_tensor)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         alpha = self.alpha if self.alpha is not None else self._scalar_alpha
