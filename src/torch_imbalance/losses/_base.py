@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,6 +49,20 @@ class ImbalanceLoss(nn.Module):
         self.reduction: Reduction = reduction
         self.task: Task = task
         self.validate = validate
+        self._passes_task = len(supported_tasks) > 1
+
+    def conventions(self) -> dict[str, Any]:
+        """The shared keyword arguments of the functional call (``weight``, ``ignore_index``,
+        ``reduction``, ``validate`` and, for losses with several tasks, ``task``)."""
+        kwargs: dict[str, Any] = {
+            "weight": self.weight,
+            "ignore_index": self.ignore_index,
+            "reduction": self.reduction,
+            "validate": self.validate,
+        }
+        if self._passes_task:
+            kwargs["task"] = self.task
+        return kwargs
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, task={self.task!r}, ignore_index={self.ignore_index}"

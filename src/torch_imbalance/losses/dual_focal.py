@@ -111,11 +111,7 @@ class DualFocalLoss(GammaMixin, ImbalanceLoss):
             beta=self.beta,
             gamma=self.gamma,
             rho=self.rho,
-            weight=self.current_weight(),
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            task=self.task,
-            validate=self.validate,
+            **{**self.conventions(), "weight": self.current_weight()},
         )
         # Update after the loss has validated the targets, so bad labels never reach the estimate.
         if self.adaptive is not None and self.training:

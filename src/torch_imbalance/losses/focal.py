@@ -83,11 +83,7 @@ class FocalLoss(GammaMixin, ImbalanceLoss):
             target,
             self.gamma,
             alpha=alpha,
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            task=self.task,
-            validate=self.validate,
+            **self.conventions(),
         )
 
     def extra_repr(self) -> str:

@@ -71,11 +71,7 @@ class LDAMLoss(ImbalanceLoss):
             target,
             margins=self.margins,
             scale=self.scale,
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            task=self.task,
-            validate=self.validate,
+            **self.conventions(),
         )
 
     def extra_repr(self) -> str:

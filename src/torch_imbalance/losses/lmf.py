@@ -107,12 +107,8 @@ class LMFLoss(ImbalanceLoss):
             scale=self.scale,
             ldam_weight=self.ldam_weight,
             focal_weight=self.focal_weight,
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            task=self.task,
             variant=self.variant,
-            validate=self.validate,
+            **self.conventions(),
         )
 
     def extra_repr(self) -> str:

@@ -44,10 +44,7 @@ class _OffsetCrossEntropy(ImbalanceLoss):
             input,
             target,
             self.offset,
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            validate=self.validate,
+            **self.conventions(),
         )
 
 
@@ -144,8 +141,5 @@ class Poly1Loss(ImbalanceLoss):
             input,
             target,
             epsilon=self.epsilon,
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            validate=self.validate,
+            **self.conventions(),
         )
