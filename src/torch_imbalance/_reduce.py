@@ -17,13 +17,6 @@ from torch_imbalance._checks import Reduction
 Normalizer = Literal["weight", "count"]
 
 
-def upcast(input: torch.Tensor) -> torch.Tensor:
-    """Half-precision logits are computed in float32; other dtypes are kept."""
-    if input.dtype in (torch.float16, torch.bfloat16):
-        return input.float()
-    return input
-
-
 def class_dim_view(vector: torch.Tensor, ndim: int) -> torch.Tensor:
     """Reshape a per-class vector ``(C,)`` to broadcast over ``(N, C, *)`` of rank ``ndim``."""
     return vector.view(1, -1, *([1] * (ndim - 2)))
@@ -97,6 +90,30 @@ def reduce_multilabel(
         valid.sum().to(loss.dtype) if valid is not None else loss.new_tensor(float(loss.numel()))
     )
     return _safe_divide(total, count)
+
+
+def mask_multilabel(
+    loss: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int | None
+) -> torch.Tensor:
+    """Weight entry ``(i, c)`` by ``weight[c]`` and zero ignored entries (``(n, C, *)`` chunks)."""
+    if weight is not None:
+        loss = loss * class_dim_view(weight.to(loss.dtype), loss.ndim)
+    valid = multilabel_valid(target, ignore_index)
+    return loss if valid is None else torch.where(valid, loss, 0.0)
+
+
+def finish_multilabel(
+    masked_loss: torch.Tensor, target: torch.Tensor, ignore_index: int | None, reduction: Reduction
+) -> torch.Tensor:
+    """Reduce an already weighted and masked per-entry loss like BCE-with-logits does."""
+    if reduction == "none":
+        return masked_loss
+    total = masked_loss.sum()
+    if reduction == "sum":
+        return total
+    valid = multilabel_valid(target, ignore_index)
+    count = valid.sum() if valid is not None else target.numel()
+    return _safe_divide(total, torch.as_tensor(count, dtype=total.dtype, device=total.device))
 
 
 def multilabel_valid(target: torch.Tensor, ignore_index: int | None) -> torch.Tensor | None:

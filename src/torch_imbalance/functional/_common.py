@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 
 from torch_imbalance._checks import (
     Reduction,
@@ -14,7 +19,8 @@ from torch_imbalance._checks import (
     check_reduction,
     check_task,
 )
-from torch_imbalance._reduce import upcast
+from torch_imbalance._reduce import finish_multilabel
+from torch_imbalance.functional._fused import chunkwise
 
 GammaLike = float | torch.Tensor
 
@@ -63,6 +69,16 @@ def power_from_log(log_base: torch.Tensor, exponent: GammaLike) -> torch.Tensor:
     return torch.exp(exponent * log_base)
 
 
+def compute_dtype(input: torch.Tensor) -> torch.dtype:
+    """Half-precision logits are computed in float32; other dtypes are kept."""
+    return torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 + e^x)`` exact for every ``x`` (torch's ``F.softplus`` linearises above 20)."""
+    return -F.logsigmoid(-x)
+
+
 def check_gamma(gamma: GammaLike) -> None:
     """``γ ≥ 0``; tensors (learnable γ) must be scalars.
 
@@ -84,13 +100,13 @@ def prepare_multiclass(
     ignore_index: int,
     reduction: Reduction,
     validate: bool,
-) -> torch.Tensor:
-    """Validate a multi-class call and return the logits in their compute dtype."""
+) -> torch.dtype:
+    """Validate a multi-class call and return the compute dtype (float32 for half inputs)."""
     check_reduction(reduction)
     check_logits(input, validate)
     check_multiclass_target(input, target, ignore_index, validate)
     check_class_weight(weight, input)
-    return upcast(input)
+    return compute_dtype(input)
 
 
 def prepare_multilabel(
@@ -100,13 +116,13 @@ def prepare_multilabel(
     ignore_index: int | None,
     reduction: Reduction,
     validate: bool,
-) -> torch.Tensor:
-    """Validate a multi-label call and return the logits in their compute dtype."""
+) -> torch.dtype:
+    """Validate a multi-label call and return the compute dtype (float32 for half inputs)."""
     check_reduction(reduction)
     check_logits(input, validate)
     check_multilabel_target(input, target, ignore_index, validate)
     check_class_weight(weight, input)
-    return upcast(input)
+    return compute_dtype(input)
 
 
 def prepare(
@@ -117,9 +133,29 @@ def prepare(
     ignore_index: int,
     reduction: Reduction,
     validate: bool,
-) -> torch.Tensor:
-    """Dispatch to the multi-class or multi-label validation."""
+) -> torch.dtype:
+    """Dispatch to the multi-class or multi-label validation; returns the compute dtype."""
     check_task(task)
     if task == "multiclass":
         return prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
     return prepare_multilabel(input, target, weight, ignore_index, reduction, validate)
+
+
+def multilabel_chunk_loss(
+    chunk_fn: Callable[..., torch.Tensor],
+    input: torch.Tensor,
+    target: torch.Tensor,
+    gamma: GammaLike | None,
+    reduction: Reduction,
+    ignore_index: int | None,
+    **settings: Any,
+) -> torch.Tensor:
+    """Run a multi-label per-entry loss chunk by chunk and reduce it.
+
+    ``chunk_fn(z, y, *gamma_param, gamma=..., ignore_index=..., **settings)`` returns the weighted,
+    masked per-entry loss of a chunk; a tensor γ is passed as a differentiable input.
+    """
+    params = (gamma,) if isinstance(gamma, torch.Tensor) else ()
+    fn = functools.partial(chunk_fn, gamma=gamma, ignore_index=ignore_index, **settings)
+    loss = chunkwise(fn, input, target, *params, per_class_output=True)
+    return finish_multilabel(loss, target, ignore_index, reduction)

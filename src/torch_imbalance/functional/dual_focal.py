@@ -6,58 +6,28 @@ different loss with the same name.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from torch_imbalance._checks import Reduction, Task, check_range
 from torch_imbalance._reduce import (
-    class_dim_view,
+    mask_multilabel,
     multilabel_sign,
     multilabel_valid,
     reduce_multiclass,
-    reduce_multilabel,
     split_ignored,
 )
 from torch_imbalance.functional._common import (
     GammaLike,
     check_gamma,
-    log_prob_complement,
+    multilabel_chunk_loss,
     power_from_log,
     prepare,
 )
-
-
-def _log_rho_minus_p(log_one_minus_p: torch.Tensor, rho: float) -> torch.Tensor:
-    """``log(ρ − p) = log((ρ − 1) + (1 − p))``, exact for every ``ρ ≥ 1``."""
-    if rho == 1.0:
-        return log_one_minus_p
-    return torch.logaddexp(log_one_minus_p, log_one_minus_p.new_tensor(math.log(rho - 1.0)))
-
-
-def multiclass_dual_focal_terms(
-    logits: torch.Tensor,
-    safe_target: torch.Tensor,
-    alpha: float,
-    beta: float,
-    gamma: GammaLike,
-    rho: float,
-) -> torch.Tensor:
-    """Unweighted multi-class Dual Focal loss per element ``(N, *)`` (softmax, one-hot ``y``)."""
-    log_p = F.log_softmax(logits, dim=1)
-    log_one_minus_p = log_prob_complement(logits, log_p)
-    classes = torch.arange(logits.shape[1], device=logits.device)
-    is_target = class_dim_view(classes, logits.ndim) == safe_target.unsqueeze(1)
-    loss = -log_p.gather(1, safe_target.unsqueeze(1)).squeeze(1)
-    if beta != 0:
-        false_class_term = torch.where(is_target, 0.0, _log_rho_minus_p(log_one_minus_p, rho))
-        loss = loss - beta * false_class_term.sum(1)
-    if alpha != 0:
-        # |y_c − p_c| is 1 − p_t at the target and p_c elsewhere.
-        log_distance = torch.where(is_target, log_one_minus_p, log_p)
-        loss = loss + alpha * power_from_log(log_distance, gamma).sum(1)
-    return loss
+from torch_imbalance.functional._dual_focal_fused import (
+    dual_focal_terms,
+    log_rho_minus_p,
+)
 
 
 def multilabel_dual_focal_terms(
@@ -73,13 +43,32 @@ def multilabel_dual_focal_terms(
     log_p_true = F.logsigmoid(signed)  # log p for positives, log(1 − p) for negatives
     positive = sign > 0
     if beta != 0:
-        negative_term = -beta * _log_rho_minus_p(log_p_true, rho)
+        negative_term = -beta * log_rho_minus_p(log_p_true, rho)
         loss = torch.where(positive, -log_p_true, negative_term)
     else:
         loss = torch.where(positive, -log_p_true, 0.0)
     if alpha != 0:
         loss = loss + alpha * power_from_log(F.logsigmoid(-signed), gamma)
     return loss
+
+
+def _multilabel_chunk(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *gamma_param: torch.Tensor,
+    gamma: GammaLike,
+    alpha: float,
+    beta: float,
+    rho: float,
+    weight: torch.Tensor | None,
+    ignore_index: int | None,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    z = logits.to(dtype)
+    sign = multilabel_sign(target, multilabel_valid(target, ignore_index), dtype)
+    gamma_value = gamma_param[0] if gamma_param else gamma
+    loss = multilabel_dual_focal_terms(z, sign, alpha, beta, gamma_value, rho)
+    return mask_multilabel(loss, target, weight, ignore_index)
 
 
 def check_dual_focal_args(alpha: float, beta: float, gamma: GammaLike, rho: float) -> None:
@@ -145,13 +134,19 @@ def dual_focal_loss(
         tensor(4.0096)
     """
     check_dual_focal_args(alpha, beta, gamma, rho)
-    z = prepare(task, input, target, weight, ignore_index, reduction, validate)
-    if task == "multiclass":
-        safe_target, valid = split_ignored(target, ignore_index)
-        loss = multiclass_dual_focal_terms(z, safe_target, alpha, beta, gamma, rho)
-        return reduce_multiclass(loss, safe_target, valid, weight, reduction)
-    valid = multilabel_valid(target, ignore_index)
-    loss = multilabel_dual_focal_terms(
-        z, multilabel_sign(target, valid, z.dtype), alpha, beta, gamma, rho
-    )
-    return reduce_multilabel(loss, valid, weight, reduction)
+    dtype = prepare(task, input, target, weight, ignore_index, reduction, validate)
+    settings = {"alpha": alpha, "beta": beta, "rho": rho, "dtype": dtype}
+    if task == "multilabel":
+        return multilabel_chunk_loss(
+            _multilabel_chunk,
+            input,
+            target,
+            gamma,
+            reduction,
+            ignore_index,
+            weight=weight,
+            **settings,
+        )
+    safe_target, valid = split_ignored(target, ignore_index)
+    loss = dual_focal_terms(input, safe_target, alpha, beta, gamma, rho, dtype)
+    return reduce_multiclass(loss, safe_target, valid, weight, reduction)

@@ -8,35 +8,41 @@ import torch.nn.functional as F
 from torch_imbalance._checks import Reduction, Task, check_range
 from torch_imbalance._reduce import (
     class_dim_view,
+    mask_multilabel,
     multilabel_sign,
     multilabel_valid,
     reduce_multiclass,
-    reduce_multilabel,
     split_ignored,
 )
 from torch_imbalance.functional._common import (
     GammaLike,
     check_gamma,
-    log_prob_complement_at,
+    multilabel_chunk_loss,
     power_from_log,
     prepare,
+    softplus,
 )
+from torch_imbalance.functional._fused import GapHead, target_gap
+
+
+def focal_from_gap(gap: torch.Tensor, gamma: GammaLike) -> torch.Tensor:
+    """Softmax focal loss ``(1 − p_t)^γ · CE`` from the target gap ``u`` (``(N, *)``).
+
+    ``CE = softplus(u)`` and ``log(1 − p_t) = logsigmoid(u)``: exact in log space for saturated
+    predictions and every ``γ ≥ 0``.
+    """
+    cross_entropy = softplus(gap)
+    if not isinstance(gamma, torch.Tensor) and gamma == 0:
+        return cross_entropy
+    return power_from_log(F.logsigmoid(gap), gamma) * cross_entropy
 
 
 def multiclass_focal_terms(
-    logits: torch.Tensor, safe_target: torch.Tensor, gamma: GammaLike
+    logits: torch.Tensor, safe_target: torch.Tensor, gamma: GammaLike, dtype: torch.dtype
 ) -> torch.Tensor:
-    """Unweighted softmax focal loss ``−(1 − p_t)^γ log p_t`` per element ``(N, *)``.
-
-    ``log(1 − p_t)`` is taken in log space so the modulator stays exact (and its gradient
-    finite) when ``p_t`` saturates, for every ``γ ≥ 0``.
-    """
-    cross_entropy = F.cross_entropy(logits, safe_target, reduction="none")
-    if not isinstance(gamma, torch.Tensor) and gamma == 0:
-        return cross_entropy
-    lse = torch.logsumexp(logits, dim=1)
-    log_one_minus_pt = log_prob_complement_at(logits, safe_target, lse)
-    return power_from_log(log_one_minus_pt, gamma) * cross_entropy
+    """Unweighted softmax focal loss ``−(1 − p_t)^γ log p_t`` per element ``(N, *)``."""
+    (gap,) = target_gap(logits, safe_target, (GapHead(),), dtype)
+    return focal_from_gap(gap, gamma)
 
 
 def multilabel_focal_terms(
@@ -45,10 +51,10 @@ def multilabel_focal_terms(
     gamma: GammaLike,
     alpha: float | torch.Tensor | None,
 ) -> torch.Tensor:
-    """Unweighted sigmoid focal loss ``α_y (1 − p_y)^γ BCE(z, y)`` per entry ``(N, C, *)``.
+    """Unweighted sigmoid focal loss ``α_y (1 − p_y)^γ BCE(z, y)`` per entry ``(n, C, *)``.
 
     Args:
-        logits: ``(N, C, *)`` logits ``z``.
+        logits: ``(n, C, *)`` logits ``z``.
         sign: ``2y − 1`` as floats.
         gamma: focusing parameter.
         alpha: weight of the positives (``1 − α`` for negatives), scalar or per class, or None.
@@ -62,6 +68,22 @@ def multilabel_focal_terms(
     if isinstance(alpha, torch.Tensor) and alpha.ndim == 1:
         alpha = class_dim_view(alpha.to(logits.dtype), logits.ndim)
     return torch.where(sign > 0, alpha * bce, (1 - alpha) * bce)
+
+
+def _multilabel_focal_chunk(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *gamma_param: torch.Tensor,
+    gamma: GammaLike,
+    alpha: float | torch.Tensor | None,
+    weight: torch.Tensor | None,
+    ignore_index: int | None,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    z = logits.to(dtype)
+    sign = multilabel_sign(target, multilabel_valid(target, ignore_index), dtype)
+    loss = multilabel_focal_terms(z, sign, gamma_param[0] if gamma_param else gamma, alpha)
+    return mask_multilabel(loss, target, weight, ignore_index)
 
 
 def check_alpha(alpha: float | torch.Tensor | None, num_classes: int) -> None:
@@ -100,6 +122,7 @@ def focal_loss(
     :math:`\alpha_y = \alpha` for positives, :math:`1 - \alpha` for negatives; this equals
     ``torchvision.ops.sigmoid_focal_loss``. The modulator is computed in log space,
     :math:`\exp(\gamma \log(1 - p_t))`, so saturated logits and ``0 < γ < 1`` stay finite.
+    One fused pass over the logits, with a closed-form backward.
 
     Args:
         input: logits ``(N, C)`` or ``(N, C, *spatial)``.
@@ -127,17 +150,24 @@ def focal_loss(
         tensor(1.5755)
     """
     check_gamma(gamma)
-    z = prepare(task, input, target, weight, ignore_index, reduction, validate)
+    dtype = prepare(task, input, target, weight, ignore_index, reduction, validate)
     if task == "multiclass":
         if alpha is not None:
             raise ValueError(
                 "alpha applies to task='multilabel'; for multiclass use weight=(C,) class weights"
             )
         safe_target, valid = split_ignored(target, ignore_index)
-        loss = multiclass_focal_terms(z, safe_target, gamma)
+        loss = multiclass_focal_terms(input, safe_target, gamma, dtype)
         return reduce_multiclass(loss, safe_target, valid, weight, reduction)
-    check_alpha(alpha, z.shape[1])
-    valid = multilabel_valid(target, ignore_index)
-    sign = multilabel_sign(target, valid, z.dtype)
-    loss = multilabel_focal_terms(z, sign, gamma, alpha)
-    return reduce_multilabel(loss, valid, weight, reduction)
+    check_alpha(alpha, input.shape[1])
+    return multilabel_chunk_loss(
+        _multilabel_focal_chunk,
+        input,
+        target,
+        gamma,
+        reduction,
+        ignore_index,
+        alpha=alpha,
+        weight=weight,
+        dtype=dtype,
+    )

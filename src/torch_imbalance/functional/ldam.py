@@ -10,13 +10,14 @@ import torch.nn.functional as F
 from torch_imbalance._checks import Reduction, Task, check_class_counts_match, check_range
 from torch_imbalance._reduce import (
     class_dim_view,
+    mask_multilabel,
     multilabel_sign,
     multilabel_valid,
     reduce_multiclass,
-    reduce_multilabel,
     split_ignored,
 )
-from torch_imbalance.functional._common import prepare
+from torch_imbalance.functional._common import multilabel_chunk_loss, prepare, softplus
+from torch_imbalance.functional._fused import GapHead, target_gap
 from torch_imbalance.weights import ldam_margins
 
 CountsLike = Sequence[float] | torch.Tensor
@@ -41,23 +42,47 @@ def resolve_margins(
     return margins.to(device=input.device, dtype=dtype)
 
 
+def ldam_head(margins: torch.Tensor, scale: float) -> GapHead:
+    """The LDAM logits ``s · (z − Δ_t e_t)`` as a target-gap transform."""
+    return GapHead(scale=scale, shift=scale * margins)
+
+
 def multiclass_ldam_terms(
-    logits: torch.Tensor, safe_target: torch.Tensor, margins: torch.Tensor, scale: float
+    logits: torch.Tensor,
+    safe_target: torch.Tensor,
+    margins: torch.Tensor,
+    scale: float,
+    dtype: torch.dtype,
 ) -> torch.Tensor:
     """Unweighted ``CE(s · (z − Δ_t e_t), t)`` per element ``(N, *)``."""
-    index = safe_target.unsqueeze(1)
-    target_logit = logits.gather(1, index) - margins[safe_target].unsqueeze(1)
-    shifted = logits.scatter(1, index, target_logit)
-    return F.cross_entropy(scale * shifted, safe_target, reduction="none")
+    (gap,) = target_gap(logits, safe_target, (ldam_head(margins, scale),), dtype)
+    return softplus(gap)
 
 
 def multilabel_ldam_terms(
     logits: torch.Tensor, sign: torch.Tensor, margins: torch.Tensor, scale: float
 ) -> torch.Tensor:
-    """Unweighted ``BCE(s · (z − Δ_c y), y)`` per entry ``(N, C, *)``."""
-    positive = sign > 0
-    shifted = logits - torch.where(positive, class_dim_view(margins, logits.ndim), 0.0)
+    """Unweighted ``BCE(s · (z − Δ_c y), y)`` per entry ``(n, C, *)``."""
+    shifted = logits - torch.where(sign > 0, class_dim_view(margins, logits.ndim), 0.0)
     return -F.logsigmoid(scale * shifted * sign)
+
+
+def _multilabel_ldam_chunk(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    gamma: None,
+    margins: torch.Tensor,
+    scale: float,
+    weight: torch.Tensor | None,
+    ignore_index: int | None,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    z = logits.to(dtype)
+    sign = multilabel_sign(target, multilabel_valid(target, ignore_index), dtype)
+    return mask_multilabel(
+        multilabel_ldam_terms(z, sign, margins, scale), target, weight, ignore_index
+    )
 
 
 def ldam_loss(
@@ -108,12 +133,21 @@ def ldam_loss(
         tensor(1.5255)
     """
     check_range("scale", scale, 0.0, low_inclusive=False)
-    z = prepare(task, input, target, weight, ignore_index, reduction, validate)
-    margins = resolve_margins(class_counts, margins, max_margin, z, z.dtype)
+    dtype = prepare(task, input, target, weight, ignore_index, reduction, validate)
+    margins = resolve_margins(class_counts, margins, max_margin, input, dtype)
     if task == "multiclass":
         safe_target, valid = split_ignored(target, ignore_index)
-        loss = multiclass_ldam_terms(z, safe_target, margins, scale)
+        loss = multiclass_ldam_terms(input, safe_target, margins, scale, dtype)
         return reduce_multiclass(loss, safe_target, valid, weight, reduction)
-    valid = multilabel_valid(target, ignore_index)
-    loss = multilabel_ldam_terms(z, multilabel_sign(target, valid, z.dtype), margins, scale)
-    return reduce_multilabel(loss, valid, weight, reduction)
+    return multilabel_chunk_loss(
+        _multilabel_ldam_chunk,
+        input,
+        target,
+        None,
+        reduction,
+        ignore_index,
+        margins=margins,
+        scale=scale,
+        weight=weight,
+        dtype=dtype,
+    )

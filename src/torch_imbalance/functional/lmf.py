@@ -5,21 +5,28 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from torch_imbalance._checks import Reduction, Task, check_range
 from torch_imbalance._reduce import (
+    mask_multilabel,
     multilabel_sign,
     multilabel_valid,
     reduce_multiclass,
-    reduce_multilabel,
     split_ignored,
 )
-from torch_imbalance.functional._common import GammaLike, check_gamma, power_from_log, prepare
-from torch_imbalance.functional.focal import multiclass_focal_terms, multilabel_focal_terms
+from torch_imbalance.functional._common import (
+    GammaLike,
+    check_gamma,
+    multilabel_chunk_loss,
+    power_from_log,
+    prepare,
+    softplus,
+)
+from torch_imbalance.functional._fused import GapHead, target_gap
+from torch_imbalance.functional.focal import focal_from_gap, multilabel_focal_terms
 from torch_imbalance.functional.ldam import (
     CountsLike,
-    multiclass_ldam_terms,
+    ldam_head,
     multilabel_ldam_terms,
     resolve_margins,
 )
@@ -27,21 +34,38 @@ from torch_imbalance.functional.ldam import (
 Variant = Literal["paper", "official"]
 
 
-def official_focal_terms(
-    logits: torch.Tensor, safe_target: torch.Tensor, element_weight: torch.Tensor, gamma: GammaLike
-) -> torch.Tensor:
+def official_focal_from_weighted_ce(weighted_ce: torch.Tensor, gamma: GammaLike) -> torch.Tensor:
     """The authors' focal term per element: ``(1 − e^{−x})^γ · x`` with ``x = w_t · CE``.
 
     Their code takes ``p = exp(−weighted CE)`` as the probability, which differs from
     ``w_t (1 − p_t)^γ CE`` whenever the weights are not 1. ``1 − e^{−x}`` is ``−expm1(−x)``,
     exact for small ``x``; where it is 0 the term and its gradient are 0.
     """
-    weighted_ce = element_weight * F.cross_entropy(logits, safe_target, reduction="none")
     one_minus_p = -torch.expm1(-weighted_ce)
     positive = one_minus_p > 0
     log_one_minus_p = torch.log(torch.where(positive, one_minus_p, 1.0))
     modulator = torch.where(positive, power_from_log(log_one_minus_p, gamma), 0.0)
     return modulator * weighted_ce
+
+
+def _multilabel_lmf_chunk(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *gamma_param: torch.Tensor,
+    gamma: GammaLike,
+    margins: torch.Tensor,
+    scale: float,
+    ldam_weight: float,
+    focal_weight: float,
+    weight: torch.Tensor | None,
+    ignore_index: int | None,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    z = logits.to(dtype)
+    sign = multilabel_sign(target, multilabel_valid(target, ignore_index), dtype)
+    focal = multilabel_focal_terms(z, sign, gamma_param[0] if gamma_param else gamma, None)
+    loss = ldam_weight * multilabel_ldam_terms(z, sign, margins, scale) + focal_weight * focal
+    return mask_multilabel(loss, target, weight, ignore_index)
 
 
 def lmf_loss(
@@ -111,71 +135,41 @@ def lmf_loss(
     check_range("scale", scale, 0.0, low_inclusive=False)
     if variant not in ("paper", "official"):
         raise ValueError(f"variant must be 'paper' or 'official', got {variant!r}")
-    z = prepare(task, input, target, weight, ignore_index, reduction, validate)
-    margins = resolve_margins(class_counts, margins, max_margin, z, z.dtype)
-    if variant == "official":
-        return _official_lmf(
-            z,
+    dtype = prepare(task, input, target, weight, ignore_index, reduction, validate)
+    margins = resolve_margins(class_counts, margins, max_margin, input, dtype)
+    if task == "multilabel":
+        if variant == "official":
+            raise ValueError(
+                "variant='official' reproduces the authors' multiclass code; use "
+                "variant='paper' for task='multilabel'"
+            )
+        return multilabel_chunk_loss(
+            _multilabel_lmf_chunk,
+            input,
             target,
-            margins,
             gamma,
-            scale,
-            ldam_weight,
-            focal_weight,
-            weight,
-            ignore_index,
             reduction,
-            task,
+            ignore_index,
+            margins=margins,
+            scale=scale,
+            ldam_weight=ldam_weight,
+            focal_weight=focal_weight,
+            weight=weight,
+            dtype=dtype,
         )
-    if task == "multiclass":
-        safe_target, valid = split_ignored(target, ignore_index)
-        loss = ldam_weight * multiclass_ldam_terms(z, safe_target, margins, scale)
-        loss = loss + focal_weight * multiclass_focal_terms(z, safe_target, gamma)
-        return reduce_multiclass(loss, safe_target, valid, weight, reduction)
-    valid = multilabel_valid(target, ignore_index)
-    sign = multilabel_sign(target, valid, z.dtype)
-    loss = ldam_weight * multilabel_ldam_terms(z, sign, margins, scale)
-    loss = loss + focal_weight * multilabel_focal_terms(z, sign, gamma, None)
-    return reduce_multilabel(loss, valid, weight, reduction)
-
-
-def _official_lmf(
-    z: torch.Tensor,
-    target: torch.Tensor,
-    margins: torch.Tensor,
-    gamma: GammaLike,
-    scale: float,
-    ldam_weight: float,
-    focal_weight: float,
-    weight: torch.Tensor | None,
-    ignore_index: int,
-    reduction: Reduction,
-    task: Task,
-) -> torch.Tensor:
-    if task != "multiclass":
-        raise ValueError(
-            "variant='official' reproduces the authors' multiclass code; use "
-            "variant='paper' for task='multilabel'"
-        )
-    if weight is not None:
+    if variant == "official" and weight is not None:
         raise ValueError(
             "variant='official' weights both terms by the LDAM margins; weight must be None"
         )
     safe_target, valid = split_ignored(target, ignore_index)
-    element_weight = margins[safe_target]
-    ldam = reduce_multiclass(
-        multiclass_ldam_terms(z, safe_target, margins, scale),
-        safe_target,
-        valid,
-        margins,
-        reduction,
-    )
-    focal = reduce_multiclass(
-        official_focal_terms(z, safe_target, element_weight, gamma),
-        safe_target,
-        valid,
-        None,
-        reduction,
-        normalizer="count",
-    )
+    # One pass over the logits for both terms: focal sees z, LDAM sees s·(z − Δ_t e_t).
+    heads = (GapHead(), ldam_head(margins, scale))
+    focal_gap, ldam_gap = target_gap(input, safe_target, heads, dtype)
+    ldam_terms = softplus(ldam_gap)
+    if variant == "paper":
+        loss = ldam_weight * ldam_terms + focal_weight * focal_from_gap(focal_gap, gamma)
+        return reduce_multiclass(loss, safe_target, valid, weight, reduction)
+    focal_terms = official_focal_from_weighted_ce(margins[safe_target] * softplus(focal_gap), gamma)
+    ldam = reduce_multiclass(ldam_terms, safe_target, valid, margins, reduction)
+    focal = reduce_multiclass(focal_terms, safe_target, valid, None, reduction, normalizer="count")
     return ldam_weight * ldam + focal_weight * focal

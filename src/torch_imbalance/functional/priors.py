@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from torch_imbalance._checks import (
     Reduction,
@@ -14,8 +13,9 @@ from torch_imbalance._checks import (
     check_class_counts_match,
     check_range,
 )
-from torch_imbalance._reduce import class_dim_view, reduce_multiclass, split_ignored
-from torch_imbalance.functional._common import prepare_multiclass
+from torch_imbalance._reduce import reduce_multiclass, split_ignored
+from torch_imbalance.functional._common import prepare_multiclass, softplus
+from torch_imbalance.functional._fused import GapHead, target_gap
 
 CountsLike = Sequence[float] | np.ndarray | torch.Tensor
 
@@ -49,12 +49,12 @@ def offset_cross_entropy(
     validate: bool = True,
 ) -> torch.Tensor:
     """``CE(z + offset, t)`` with a per-class offset ``(C,)``: the core of the prior losses."""
-    z = prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
-    check_class_counts_match(offset, z, "class_counts")
+    dtype = prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
+    check_class_counts_match(offset, input, "class_counts")
     safe_target, valid = split_ignored(target, ignore_index)
-    shifted = z + class_dim_view(offset.to(device=z.device, dtype=z.dtype), z.ndim)
-    loss = F.cross_entropy(shifted, safe_target, reduction="none")
-    return reduce_multiclass(loss, safe_target, valid, weight, reduction)
+    head = GapHead(offset=offset.to(device=input.device, dtype=dtype))
+    (gap,) = target_gap(input, safe_target, (head,), dtype)
+    return reduce_multiclass(softplus(gap), safe_target, valid, weight, reduction)
 
 
 def balanced_softmax_loss(
@@ -158,8 +158,8 @@ def poly1_loss(
 ) -> torch.Tensor:
     r"""Poly-1 cross-entropy (Leng et al., ICLR 2022): :math:`\mathrm{CE} + \epsilon (1 - p_t)`.
 
-    ``1 − p_t`` is ``−expm1(log p_t)``: exact when ``p_t`` is close to 1. With ``weight`` the
-    whole element is weighted by ``w[t]``.
+    ``1 − p_t = σ(u)`` with the target gap ``u``: exact when ``p_t`` is close to 1. With ``weight``
+    the whole element is weighted by ``w[t]``.
 
     Args:
         input: logits ``(N, C)`` or ``(N, C, *spatial)``.
@@ -180,8 +180,8 @@ def poly1_loss(
         tensor(2.1554)
     """
     check_range("epsilon", epsilon, -1.0)
-    z = prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
+    dtype = prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
     safe_target, valid = split_ignored(target, ignore_index)
-    cross_entropy = F.cross_entropy(z, safe_target, reduction="none")
-    loss = cross_entropy + epsilon * -torch.expm1(-cross_entropy)
+    (gap,) = target_gap(input, safe_target, (GapHead(),), dtype)
+    loss = softplus(gap) + epsilon * torch.sigmoid(gap)  # 1 − p_t = σ(u)
     return reduce_multiclass(loss, safe_target, valid, weight, reduction)

@@ -1,0 +1,271 @@
+"""Fused, chunked kernels behind every loss: one pass over the logits, exact backward.
+
+Why chunks: a full-size temporary of the logits costs more than the arithmetic on it (on CPU,
+buffers above the allocator's reuse threshold are freshly mapped and page-fault on first touch;
+on any device they cost memory). Every loss here walks the logits in chunks of about
+``CHUNK_ELEMENTS`` values, so its temporaries stay small, cache-resident and reused, and the
+only full-size buffer is the gradient it must return.
+
+Two primitives:
+
+* :func:`target_gap` — for every softmax loss that is a function of the target's margin. With
+  transformed logits ``y = a·z + o − b_t e_t`` (scale ``a``, per-class offset ``o``, target shift
+  ``b``) it returns, per element, ``u = logsumexp_{j≠t} y_j − y_t``. Then ``CE = softplus(u)``,
+  ``1 − p_t = σ(u)``, ``log(1 − p_t) = logsigmoid(u)``, so focal, LDAM, LMF, the prior-adjusted
+  losses and Poly-1 are scalar functions of ``u`` evaluated on ``(N, *)`` tensors. Its backward is
+  closed-form: ``∂u/∂z_j = a · exp(y_j − logsumexp_{j≠t} y)`` for ``j ≠ t`` and ``−a`` at ``t``.
+  Several heads (e.g. LMF's focal and LDAM terms) share one pass and one gradient buffer.
+* :func:`chunkwise` — for losses with per-class terms (Dual Focal, the multi-label losses):
+  the exact log-space formula runs chunk by chunk without a graph in the forward, and is
+  recomputed chunk by chunk under autograd in the backward, writing into one gradient buffer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch.autograd.function import once_differentiable
+
+#: Logit values per chunk: 256 Ki (1 MiB in float32) keeps each temporary in cache.
+CHUNK_ELEMENTS = 1 << 18
+
+
+def exp_floor(dtype: torch.dtype) -> float:
+    """Smallest exponent kept before ``exp``: below it the result is under the dtype's normal
+    range (and ``exp`` takes a ~40× slower path), far below what the sums it feeds can resolve."""
+    return -87.0 if dtype in (torch.float32, torch.float16, torch.bfloat16) else -708.0
+
+
+@dataclass(frozen=True)
+class GapHead:
+    """One transform ``y = scale · z + offset − shift[t] e_t`` of the logits (``(C,)`` vectors)."""
+
+    scale: float = 1.0
+    offset: torch.Tensor | None = None
+    shift: torch.Tensor | None = None
+
+
+def _chunk_slices(batch: int, classes: int, spatial: int) -> Iterator[tuple[slice, slice]]:
+    """(batch, spatial) slices of ``(N, C, S)`` holding about ``CHUNK_ELEMENTS`` logits each."""
+    per_item = classes * spatial
+    if per_item >= CHUNK_ELEMENTS:
+        width = max(1, CHUNK_ELEMENTS // classes)
+        for n in range(batch):
+            for s in range(0, spatial, width):
+                yield slice(n, n + 1), slice(s, min(s + width, spatial))
+    else:
+        rows = max(1, CHUNK_ELEMENTS // per_item)
+        for n in range(0, batch, rows):
+            yield slice(n, min(n + rows, batch)), slice(0, spatial)
+
+
+def _as_3d(tensor: torch.Tensor) -> torch.Tensor:
+    """``(N, C, *)`` -> ``(N, C, S)`` (a view when possible; explicit sizes for empty tensors)."""
+    return tensor.reshape(tensor.shape[0], tensor.shape[1], math.prod(tensor.shape[2:]))
+
+
+def _as_2d(tensor: torch.Tensor) -> torch.Tensor:
+    """``(N, *)`` -> ``(N, S)``."""
+    return tensor.reshape(tensor.shape[0], math.prod(tensor.shape[1:]))
+
+
+def _head_logits(chunk: torch.Tensor, head: GapHead, in_place: bool) -> torch.Tensor:
+    """``scale · z + offset`` of a compute-dtype chunk (in place when allowed)."""
+    if head.scale == 1.0 and head.offset is None:
+        return chunk if in_place else chunk.clone()
+    y = chunk.mul_(head.scale) if in_place else chunk * head.scale
+    if head.offset is not None:
+        y.add_(head.offset.to(y.dtype).view(1, -1, 1))
+    return y
+
+
+class _TargetGap(torch.autograd.Function):
+    """Each chunk is read once for all heads; the target entry is masked once."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        heads: tuple[GapHead, ...],
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        z = _as_3d(logits)
+        t = _as_2d(target)
+        batch, classes, spatial = z.shape
+        floor = exp_floor(dtype)
+        gaps = torch.empty((len(heads), batch, spatial), dtype=dtype, device=z.device)
+        lse_others = torch.empty_like(gaps)
+        last = len(heads) - 1
+        for rows, cols in _chunk_slices(batch, classes, spatial):
+            index = t[rows, cols].unsqueeze(1)
+            chunk = z[rows, :, cols].to(dtype=dtype, copy=True)
+            z_target = chunk.gather(1, index).squeeze(1)
+            chunk.scatter_(1, index, float("-inf"))  # −inf survives every head's transform
+            top = chunk.amax(1)
+            for k, head in enumerate(heads):
+                y = _head_logits(chunk, head, in_place=k == last)
+                # max(a·z + o) is a·max(z) when there is no offset (a > 0).
+                head_top = top * head.scale if head.offset is None else y.amax(1)
+                # The target's entry becomes exp(floor), below the resolution of a sum >= 1.
+                e = y.sub_(head_top.unsqueeze(1)).clamp_min_(floor).exp_()
+                lse = e.sum(1).log_().add_(head_top)
+                y_target = z_target * head.scale
+                if head.offset is not None:
+                    y_target = y_target + head.offset.to(dtype)[index.squeeze(1)]
+                if head.shift is not None:
+                    y_target = y_target - head.shift.to(dtype)[index.squeeze(1)]
+                lse_others[k, rows, cols] = lse
+                gaps[k, rows, cols] = lse - y_target
+        ctx.save_for_backward(logits, target, lse_others)
+        ctx.heads = heads
+        ctx.dtype = dtype
+        return gaps.view(len(heads), *target.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_gaps: torch.Tensor):  # type: ignore[override]
+        logits, target, lse_others = ctx.saved_tensors
+        heads, dtype = ctx.heads, ctx.dtype
+        z = _as_3d(logits)
+        t = _as_2d(target)
+        g = grad_gaps.reshape(len(heads), *t.shape)
+        grad = torch.empty(z.shape, dtype=logits.dtype, device=logits.device)
+        batch, classes, spatial = z.shape
+        floor = exp_floor(dtype)
+        last = len(heads) - 1
+        for rows, cols in _chunk_slices(batch, classes, spatial):
+            index = t[rows, cols].unsqueeze(1)
+            chunk = z[rows, :, cols].to(dtype=dtype, copy=True)
+            total: torch.Tensor | None = None
+            at_target: torch.Tensor | None = None
+            for k, head in enumerate(heads):
+                # ∂u/∂y_j = exp(y_j − lse_{j≠t}) for j ≠ t and −1 at t; ∂y/∂z = scale.
+                coefficient = g[k, rows, cols] * head.scale
+                q = _head_logits(chunk, head, in_place=k == last)
+                q.sub_(lse_others[k, rows, cols].unsqueeze(1)).clamp_min_(floor).exp_()
+                q.mul_(coefficient.unsqueeze(1))
+                total = q if total is None else total.add_(q)
+                at_target = -coefficient if at_target is None else at_target - coefficient
+            assert total is not None and at_target is not None
+            # The target entries (possibly inf above) are overwritten here.
+            grad[rows, :, cols] = total.scatter_(1, index, at_target.unsqueeze(1))
+        return grad.view(logits.shape), None, None, None
+
+
+def target_gap(
+    logits: torch.Tensor, safe_target: torch.Tensor, heads: tuple[GapHead, ...], dtype: torch.dtype
+) -> torch.Tensor:
+    """``u_k = logsumexp_{j≠t} y_k − y_{k,t}`` for each head ``k``: shape ``(K, N, *)``.
+
+    Args:
+        logits: ``(N, C, *)`` logits (any floating dtype; computed in ``dtype``).
+        safe_target: ``(N, *)`` class indices in ``[0, C)`` (ignored positions replaced).
+        heads: the logit transforms.
+        dtype: compute dtype (float32 for half inputs).
+    """
+    if torch.compiler.is_compiling():
+        # Under torch.compile the plain differentiable form is traced and fused by the compiler.
+        return torch.stack([_composite_gap(logits, safe_target, head, dtype) for head in heads])
+    return _TargetGap.apply(logits, safe_target, heads, dtype)
+
+
+def _composite_gap(
+    logits: torch.Tensor, safe_target: torch.Tensor, head: GapHead, dtype: torch.dtype
+) -> torch.Tensor:
+    y = logits.to(dtype) * head.scale
+    if head.offset is not None:
+        y = y + head.offset.to(dtype).view(1, -1, *([1] * (y.ndim - 2)))
+    index = safe_target.unsqueeze(1)
+    y_target = y.gather(1, index).squeeze(1)
+    if head.shift is not None:
+        y_target = y_target - head.shift.to(dtype)[safe_target]
+    return torch.logsumexp(y.scatter(1, index, float("-inf")), dim=1) - y_target
+
+
+# ---------------------------------------------------------------------------------- chunkwise
+ChunkLoss = Callable[..., torch.Tensor]
+
+
+class _Chunkwise(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        fn: ChunkLoss,
+        per_class_output: bool,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        *params: torch.Tensor,
+    ) -> torch.Tensor:
+        z = _as_3d(logits)
+        batch, classes, spatial = z.shape
+        t = _as_3d(target) if per_class_output else _as_2d(target)
+        out_shape = (batch, classes, spatial) if per_class_output else (batch, spatial)
+        out: torch.Tensor | None = None
+        for rows, cols in _chunk_slices(batch, classes, spatial):
+            target_chunk = t[rows, :, cols] if per_class_output else t[rows, cols]
+            value = fn(z[rows, :, cols], target_chunk, *params)
+            if out is None:
+                out = torch.empty(out_shape, dtype=value.dtype, device=z.device)
+            if per_class_output:
+                out[rows, :, cols] = value
+            else:
+                out[rows, cols] = value
+        assert out is not None
+        ctx.save_for_backward(logits, target, *params)
+        ctx.fn, ctx.per_class_output = fn, per_class_output
+        return out.view(logits.shape if per_class_output else target.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        logits, target, *params = ctx.saved_tensors
+        fn, per_class_output = ctx.fn, ctx.per_class_output
+        z = _as_3d(logits)
+        batch, classes, spatial = z.shape
+        t = _as_3d(target) if per_class_output else _as_2d(target)
+        g = _as_3d(grad_out) if per_class_output else _as_2d(grad_out)
+        grad = torch.empty(z.shape, dtype=logits.dtype, device=logits.device)
+        wants = [p.requires_grad for p in params]
+        param_grads = [
+            torch.zeros_like(p) if w else None for p, w in zip(params, wants, strict=True)
+        ]
+        detached = [p.detach().requires_grad_(w) for p, w in zip(params, wants, strict=True)]
+        for rows, cols in _chunk_slices(batch, classes, spatial):
+            chunk = z[rows, :, cols].detach().requires_grad_()
+            target_chunk = t[rows, :, cols] if per_class_output else t[rows, cols]
+            g_chunk = g[rows, :, cols] if per_class_output else g[rows, cols]
+            with torch.enable_grad():
+                value = fn(chunk, target_chunk, *detached)
+                inputs = [chunk, *(p for p, w in zip(detached, wants, strict=True) if w)]
+                grads = torch.autograd.grad(value, inputs, g_chunk)
+            grad[rows, :, cols] = grads[0]
+            extra = iter(grads[1:])
+            for i, w in enumerate(wants):
+                if w:
+                    param_grads[i] += next(extra)  # type: ignore[operator]
+        return (None, None, grad.view(logits.shape), None, *param_grads)
+
+
+def chunkwise(
+    fn: ChunkLoss,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *params: torch.Tensor,
+    per_class_output: bool,
+) -> torch.Tensor:
+    """Evaluate ``fn(z_chunk, target_chunk, *params)`` chunk by chunk, with an exact backward.
+
+    ``fn`` receives ``(n, C, L)`` logits and targets ``(n, L)`` (or ``(n, C, L)`` when
+    ``per_class_output``) and returns the per-element loss ``(n, L)`` (or ``(n, C, L)``).
+    ``params`` are scalar tensors (e.g. a learnable γ) that receive gradients.
+    """
+    if torch.compiler.is_compiling():
+        z = _as_3d(logits)
+        t = _as_3d(target) if per_class_output else _as_2d(target)
+        out = fn(z, t, *params)
+        return out.view(logits.shape if per_class_output else target.shape)
+    return _Chunkwise.apply(fn, per_class_output, logits, target, *params)
