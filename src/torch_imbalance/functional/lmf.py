@@ -162,9 +162,10 @@ def lmf_loss(
             "variant='official' weights both terms by the LDAM margins; weight must be None"
         )
     safe_target, valid = split_ignored(target, ignore_index)
-    # One pass over the logits for both terms: focal sees z, LDAM sees s·(z − Δ_t e_t).
-    heads = (GapHead(), ldam_head(margins, scale))
-    focal_gap, ldam_gap = target_gap(input, safe_target, heads, dtype)
+    # One pass over the logits for both terms: LDAM sees s·(z − Δ_t e_t), focal sees z (last, so
+    # the kernel can work on its chunk in place).
+    heads = (ldam_head(margins, scale), GapHead())
+    ldam_gap, focal_gap = target_gap(input, safe_target, heads, dtype)
     ldam_terms = softplus(ldam_gap)
     if variant == "paper":
         loss = ldam_weight * ldam_terms + focal_weight * focal_from_gap(focal_gap, gamma)
