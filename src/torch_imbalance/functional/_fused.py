@@ -6,7 +6,7 @@ on any device they cost memory). Every loss here walks the logits in chunks of a
 ``CHUNK_ELEMENTS`` values, so its temporaries stay small, cache-resident and reused, and the
 only full-size buffer is the gradient it must return.
 
-Two primitives:
+Two primitives (the multi-class Dual Focal loss has its own kernel, ``_dual_focal_fused``):
 
 * :func:`target_gap` — for every softmax loss that is a function of the target's margin. With
   transformed logits ``y = a·z + o − b_t e_t`` (scale ``a``, per-class offset ``o``, target shift
@@ -14,10 +14,13 @@ Two primitives:
   ``1 − p_t = σ(u)``, ``log(1 − p_t) = logsigmoid(u)``, so focal, LDAM, LMF, the prior-adjusted
   losses and Poly-1 are scalar functions of ``u`` evaluated on ``(N, *)`` tensors. Its backward is
   closed-form: ``∂u/∂z_j = a · exp(y_j − logsumexp_{j≠t} y)`` for ``j ≠ t`` and ``−a`` at ``t``.
-  Several heads (e.g. LMF's focal and LDAM terms) share one pass and one gradient buffer.
-* :func:`chunkwise` — for losses with per-class terms (Dual Focal, the multi-label losses):
-  the exact log-space formula runs chunk by chunk without a graph in the forward, and is
-  recomputed chunk by chunk under autograd in the backward, writing into one gradient buffer.
+  Several heads (LMF's LDAM and focal terms) share one read of each chunk and one gradient buffer.
+* :func:`chunkwise` — for the element-wise multi-label losses: the exact log-space formula runs
+  chunk by chunk without a graph in the forward and is recomputed chunk by chunk under autograd
+  in the backward, writing into one gradient buffer.
+
+Under ``torch.compile`` both fall back to the plain differentiable formulas, which the compiler
+traces and fuses itself.
 """
 
 from __future__ import annotations
