@@ -36,6 +36,27 @@ def _safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Te
     return numerator / denominator.clamp_min(torch.finfo(numerator.dtype).tiny)
 
 
+def element_weights(
+    safe_target: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor:
+    """``weight[t_i]`` per element (1 without weights), 0 where ignored: ``(N, *)``."""
+    if weight is None:
+        return valid.to(dtype)
+    return weight.to(dtype)[safe_target] * valid
+
+
+def finish_multiclass(
+    weighted_loss: torch.Tensor, element_weight: torch.Tensor, reduction: Reduction
+) -> torch.Tensor:
+    """Reduce an already weighted and masked per-element loss like ``F.cross_entropy``."""
+    if reduction == "none":
+        return weighted_loss
+    total = weighted_loss.sum()
+    if reduction == "sum":
+        return total
+    return _safe_divide(total, element_weight.sum().to(total.dtype))
+
+
 def reduce_multiclass(
     loss: torch.Tensor,
     safe_target: torch.Tensor,

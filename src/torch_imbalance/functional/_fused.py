@@ -85,8 +85,60 @@ def _head_logits(chunk: torch.Tensor, head: GapHead, in_place: bool) -> torch.Te
     return y
 
 
+def _chunk_gaps(
+    chunk: torch.Tensor, index: torch.Tensor, heads: tuple[GapHead, ...], dtype: torch.dtype
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per element of a ``(n, C, L)`` chunk (consumed): each head's gap ``u`` and
+    ``logsumexp_{j≠t} y`` (both ``(n, L)``)."""
+    floor = exp_floor(dtype)
+    z_target = chunk.gather(1, index).squeeze(1)
+    chunk.scatter_(1, index, float("-inf"))  # −inf survives every head's transform
+    top = chunk.amax(1)
+    gaps, lses = [], []
+    last = len(heads) - 1
+    for k, head in enumerate(heads):
+        y = _head_logits(chunk, head, in_place=k == last)
+        # max(a·z + o) is a·max(z) when there is no offset (a > 0).
+        head_top = top * head.scale if head.offset is None else y.amax(1)
+        # The target's entry becomes exp(floor), below the resolution of a sum >= 1.
+        lse = y.sub_(head_top.unsqueeze(1)).clamp_min_(floor).exp_().sum(1).log_().add_(head_top)
+        y_target = z_target * head.scale
+        if head.offset is not None:
+            y_target = y_target + head.offset.to(dtype)[index.squeeze(1)]
+        if head.shift is not None:
+            y_target = y_target - head.shift.to(dtype)[index.squeeze(1)]
+        gaps.append(lse - y_target)
+        lses.append(lse)
+    return gaps, lses
+
+
+def _chunk_gap_gradient(
+    chunk: torch.Tensor,
+    index: torch.Tensor,
+    heads: tuple[GapHead, ...],
+    lses: list[torch.Tensor],
+    coefficients: list[torch.Tensor],
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """``Σ_k c_k ∂u_k/∂z`` for a ``(n, C, L)`` chunk (consumed), given ``∂L/∂u_k = c_k``."""
+    floor = exp_floor(dtype)
+    total: torch.Tensor | None = None
+    at_target: torch.Tensor | None = None
+    last = len(heads) - 1
+    for k, head in enumerate(heads):
+        # ∂u/∂y_j = exp(y_j − lse_{j≠t}) for j ≠ t and −1 at t; ∂y/∂z = scale.
+        coefficient = coefficients[k] * head.scale
+        q = _head_logits(chunk, head, in_place=k == last)
+        q.sub_(lses[k].unsqueeze(1)).clamp_min_(floor).exp_().mul_(coefficient.unsqueeze(1))
+        total = q if total is None else total.add_(q)
+        at_target = -coefficient if at_target is None else at_target - coefficient
+    assert total is not None and at_target is not None
+    # The target entries (possibly inf above) are overwritten here.
+    return total.scatter_(1, index, at_target.unsqueeze(1))
+
+
 class _TargetGap(torch.autograd.Function):
-    """Each chunk is read once for all heads; the target entry is masked once."""
+    """Per-element gaps ``u_k`` (the per-element loss is then built by autograd)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -99,33 +151,17 @@ class _TargetGap(torch.autograd.Function):
         z = _as_3d(logits)
         t = _as_2d(target)
         batch, classes, spatial = z.shape
-        floor = exp_floor(dtype)
         gaps = torch.empty((len(heads), batch, spatial), dtype=dtype, device=z.device)
         lse_others = torch.empty_like(gaps)
-        last = len(heads) - 1
         for rows, cols in _chunk_slices(batch, classes, spatial):
             index = t[rows, cols].unsqueeze(1)
             chunk = z[rows, :, cols].to(dtype=dtype, copy=True)
-            z_target = chunk.gather(1, index).squeeze(1)
-            chunk.scatter_(1, index, float("-inf"))  # −inf survives every head's transform
-            top = chunk.amax(1)
-            for k, head in enumerate(heads):
-                y = _head_logits(chunk, head, in_place=k == last)
-                # max(a·z + o) is a·max(z) when there is no offset (a > 0).
-                head_top = top * head.scale if head.offset is None else y.amax(1)
-                # The target's entry becomes exp(floor), below the resolution of a sum >= 1.
-                e = y.sub_(head_top.unsqueeze(1)).clamp_min_(floor).exp_()
-                lse = e.sum(1).log_().add_(head_top)
-                y_target = z_target * head.scale
-                if head.offset is not None:
-                    y_target = y_target + head.offset.to(dtype)[index.squeeze(1)]
-                if head.shift is not None:
-                    y_target = y_target - head.shift.to(dtype)[index.squeeze(1)]
-                lse_others[k, rows, cols] = lse
-                gaps[k, rows, cols] = lse - y_target
+            chunk_gaps, chunk_lses = _chunk_gaps(chunk, index, heads, dtype)
+            for k in range(len(heads)):
+                gaps[k, rows, cols] = chunk_gaps[k]
+                lse_others[k, rows, cols] = chunk_lses[k]
         ctx.save_for_backward(logits, target, lse_others)
-        ctx.heads = heads
-        ctx.dtype = dtype
+        ctx.heads, ctx.dtype = heads, dtype
         return gaps.view(len(heads), *target.shape)
 
     @staticmethod
@@ -138,25 +174,104 @@ class _TargetGap(torch.autograd.Function):
         g = grad_gaps.reshape(len(heads), *t.shape)
         grad = torch.empty(z.shape, dtype=logits.dtype, device=logits.device)
         batch, classes, spatial = z.shape
-        floor = exp_floor(dtype)
-        last = len(heads) - 1
         for rows, cols in _chunk_slices(batch, classes, spatial):
             index = t[rows, cols].unsqueeze(1)
             chunk = z[rows, :, cols].to(dtype=dtype, copy=True)
-            total: torch.Tensor | None = None
-            at_target: torch.Tensor | None = None
-            for k, head in enumerate(heads):
-                # ∂u/∂y_j = exp(y_j − lse_{j≠t}) for j ≠ t and −1 at t; ∂y/∂z = scale.
-                coefficient = g[k, rows, cols] * head.scale
-                q = _head_logits(chunk, head, in_place=k == last)
-                q.sub_(lse_others[k, rows, cols].unsqueeze(1)).clamp_min_(floor).exp_()
-                q.mul_(coefficient.unsqueeze(1))
-                total = q if total is None else total.add_(q)
-                at_target = -coefficient if at_target is None else at_target - coefficient
-            assert total is not None and at_target is not None
-            # The target entries (possibly inf above) are overwritten here.
-            grad[rows, :, cols] = total.scatter_(1, index, at_target.unsqueeze(1))
+            lses = [lse_others[k, rows, cols] for k in range(len(heads))]
+            coefficients = [g[k, rows, cols] for k in range(len(heads))]
+            grad[rows, :, cols] = _chunk_gap_gradient(
+                chunk, index, heads, lses, coefficients, dtype
+            )
         return grad.view(logits.shape), None, None, None
+
+
+#: ``head_loss(gaps, gamma) -> (loss, [∂loss/∂u_k], ∂loss/∂γ or None)`` on ``(n, L)`` tensors.
+HeadLoss = Callable[..., tuple[torch.Tensor, list[torch.Tensor], "torch.Tensor | None"]]
+
+
+class _GapLoss(torch.autograd.Function):
+    """The whole per-element loss inside the chunk loop: ``w_i · ℓ(u_i)`` with ``ℓ`` and ``ℓ'``
+    closed-form, so nothing of size ``(N, *)`` goes through autograd."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        element_weight: torch.Tensor,
+        heads: tuple[GapHead, ...],
+        head_loss: HeadLoss,
+        dtype: torch.dtype,
+        gamma: torch.Tensor | float,
+    ) -> torch.Tensor:
+        z = _as_3d(logits)
+        t = _as_2d(target)
+        w = _as_2d(element_weight)
+        batch, classes, spatial = z.shape
+        loss = torch.empty((batch, spatial), dtype=dtype, device=z.device)
+        lse_others = torch.empty((len(heads), batch, spatial), dtype=dtype, device=z.device)
+        slopes = torch.empty_like(lse_others)
+        wants_gamma = isinstance(gamma, torch.Tensor) and gamma.requires_grad
+        d_gamma = torch.empty_like(loss) if wants_gamma else None
+        gamma_value = gamma.detach().to(dtype) if isinstance(gamma, torch.Tensor) else gamma
+        for rows, cols in _chunk_slices(batch, classes, spatial):
+            index = t[rows, cols].unsqueeze(1)
+            chunk = z[rows, :, cols].to(dtype=dtype, copy=True)
+            gaps, lses = _chunk_gaps(chunk, index, heads, dtype)
+            value, derivatives, value_d_gamma = head_loss(gaps, gamma_value)
+            weight = w[rows, cols].to(dtype)
+            loss[rows, cols] = value * weight
+            for k in range(len(heads)):
+                lse_others[k, rows, cols] = lses[k]
+                slopes[k, rows, cols] = derivatives[k] * weight
+            if d_gamma is not None and value_d_gamma is not None:
+                d_gamma[rows, cols] = value_d_gamma * weight
+        saved = (logits, target, lse_others, slopes, *(() if d_gamma is None else (d_gamma,)))
+        ctx.save_for_backward(*saved)
+        ctx.heads, ctx.dtype, ctx.wants_gamma = heads, dtype, wants_gamma
+        return loss.view(target.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss: torch.Tensor):  # type: ignore[override]
+        logits, target, lse_others, slopes, *rest = ctx.saved_tensors
+        heads, dtype = ctx.heads, ctx.dtype
+        z = _as_3d(logits)
+        t = _as_2d(target)
+        g = _as_2d(grad_loss).to(dtype)
+        grad = torch.empty(z.shape, dtype=logits.dtype, device=logits.device)
+        batch, classes, spatial = z.shape
+        for rows, cols in _chunk_slices(batch, classes, spatial):
+            index = t[rows, cols].unsqueeze(1)
+            chunk = z[rows, :, cols].to(dtype=dtype, copy=True)
+            lses = [lse_others[k, rows, cols] for k in range(len(heads))]
+            upstream = g[rows, cols]
+            coefficients = [slopes[k, rows, cols] * upstream for k in range(len(heads))]
+            grad[rows, :, cols] = _chunk_gap_gradient(
+                chunk, index, heads, lses, coefficients, dtype
+            )
+        grad_gamma = (rest[0] * g).sum() if ctx.wants_gamma else None
+        return grad.view(logits.shape), None, None, None, None, None, grad_gamma
+
+
+def gap_loss(
+    logits: torch.Tensor,
+    safe_target: torch.Tensor,
+    element_weight: torch.Tensor,
+    heads: tuple[GapHead, ...],
+    head_loss: HeadLoss,
+    dtype: torch.dtype,
+    gamma: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
+    """Weighted per-element loss ``w_i · ℓ(u_{1,i}, …, u_{K,i})`` ``(N, *)``, fully fused.
+
+    ``element_weight`` is ``weight[t_i]`` (0 where ignored); ``head_loss`` gives ``ℓ``, its
+    derivatives with respect to each gap and, for a tensor ``gamma``, with respect to γ.
+    """
+    if torch.compiler.is_compiling():
+        gaps = [_composite_gap(logits, safe_target, head, dtype) for head in heads]
+        return head_loss(gaps, gamma)[0] * element_weight.to(dtype)
+    return _GapLoss.apply(logits, safe_target, element_weight, heads, head_loss, dtype, gamma)
 
 
 def target_gap(

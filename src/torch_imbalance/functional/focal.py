@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from torch_imbalance._checks import Reduction, Task, check_range
 from torch_imbalance._reduce import (
     class_dim_view,
+    element_weights,
+    finish_multiclass,
     mask_multilabel,
     multilabel_sign,
     multilabel_valid,
-    reduce_multiclass,
     split_ignored,
 )
 from torch_imbalance.functional._common import (
@@ -22,7 +23,8 @@ from torch_imbalance.functional._common import (
     prepare,
     softplus,
 )
-from torch_imbalance.functional._fused import GapHead, target_gap
+from torch_imbalance.functional._fused import GapHead, gap_loss
+from torch_imbalance.functional._heads import focal_head
 
 
 def focal_from_gap(gap: torch.Tensor, gamma: GammaLike) -> torch.Tensor:
@@ -35,14 +37,6 @@ def focal_from_gap(gap: torch.Tensor, gamma: GammaLike) -> torch.Tensor:
     if not isinstance(gamma, torch.Tensor) and gamma == 0:
         return cross_entropy
     return power_from_log(F.logsigmoid(gap), gamma) * cross_entropy
-
-
-def multiclass_focal_terms(
-    logits: torch.Tensor, safe_target: torch.Tensor, gamma: GammaLike, dtype: torch.dtype
-) -> torch.Tensor:
-    """Unweighted softmax focal loss ``−(1 − p_t)^γ log p_t`` per element ``(N, *)``."""
-    (gap,) = target_gap(logits, safe_target, (GapHead(),), dtype)
-    return focal_from_gap(gap, gamma)
 
 
 def multilabel_focal_terms(
@@ -157,8 +151,9 @@ def focal_loss(
                 "alpha applies to task='multilabel'; for multiclass use weight=(C,) class weights"
             )
         safe_target, valid = split_ignored(target, ignore_index)
-        loss = multiclass_focal_terms(input, safe_target, gamma, dtype)
-        return reduce_multiclass(loss, safe_target, valid, weight, reduction)
+        weights = element_weights(safe_target, valid, weight, dtype)
+        loss = gap_loss(input, safe_target, weights, (GapHead(),), focal_head, dtype, gamma)
+        return finish_multiclass(loss, weights, reduction)
     check_alpha(alpha, input.shape[1])
     return multilabel_chunk_loss(
         _multilabel_focal_chunk,

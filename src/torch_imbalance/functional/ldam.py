@@ -10,14 +10,16 @@ import torch.nn.functional as F
 from torch_imbalance._checks import Reduction, Task, check_class_counts_match, check_range
 from torch_imbalance._reduce import (
     class_dim_view,
+    element_weights,
+    finish_multiclass,
     mask_multilabel,
     multilabel_sign,
     multilabel_valid,
-    reduce_multiclass,
     split_ignored,
 )
-from torch_imbalance.functional._common import multilabel_chunk_loss, prepare, softplus
-from torch_imbalance.functional._fused import GapHead, target_gap
+from torch_imbalance.functional._common import multilabel_chunk_loss, prepare
+from torch_imbalance.functional._fused import GapHead, gap_loss
+from torch_imbalance.functional._heads import cross_entropy_head
 from torch_imbalance.weights import ldam_margins
 
 CountsLike = Sequence[float] | torch.Tensor
@@ -45,18 +47,6 @@ def resolve_margins(
 def ldam_head(margins: torch.Tensor, scale: float) -> GapHead:
     """The LDAM logits ``s · (z − Δ_t e_t)`` as a target-gap transform."""
     return GapHead(scale=scale, shift=scale * margins)
-
-
-def multiclass_ldam_terms(
-    logits: torch.Tensor,
-    safe_target: torch.Tensor,
-    margins: torch.Tensor,
-    scale: float,
-    dtype: torch.dtype,
-) -> torch.Tensor:
-    """Unweighted ``CE(s · (z − Δ_t e_t), t)`` per element ``(N, *)``."""
-    (gap,) = target_gap(logits, safe_target, (ldam_head(margins, scale),), dtype)
-    return softplus(gap)
 
 
 def multilabel_ldam_terms(
@@ -137,8 +127,10 @@ def ldam_loss(
     margins = resolve_margins(class_counts, margins, max_margin, input, dtype)
     if task == "multiclass":
         safe_target, valid = split_ignored(target, ignore_index)
-        loss = multiclass_ldam_terms(input, safe_target, margins, scale, dtype)
-        return reduce_multiclass(loss, safe_target, valid, weight, reduction)
+        weights = element_weights(safe_target, valid, weight, dtype)
+        heads = (ldam_head(margins, scale),)
+        loss = gap_loss(input, safe_target, weights, heads, cross_entropy_head, dtype)
+        return finish_multiclass(loss, weights, reduction)
     return multilabel_chunk_loss(
         _multilabel_ldam_chunk,
         input,

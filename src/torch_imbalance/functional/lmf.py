@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
 
 from torch_imbalance._checks import Reduction, Task, check_range
 from torch_imbalance._reduce import (
+    element_weights,
+    finish_multiclass,
     mask_multilabel,
     multilabel_sign,
     multilabel_valid,
@@ -22,8 +25,9 @@ from torch_imbalance.functional._common import (
     prepare,
     softplus,
 )
-from torch_imbalance.functional._fused import GapHead, target_gap
-from torch_imbalance.functional.focal import focal_from_gap, multilabel_focal_terms
+from torch_imbalance.functional._fused import GapHead, gap_loss, target_gap
+from torch_imbalance.functional._heads import lmf_head
+from torch_imbalance.functional.focal import multilabel_focal_terms
 from torch_imbalance.functional.ldam import (
     CountsLike,
     ldam_head,
@@ -165,11 +169,13 @@ def lmf_loss(
     # One pass over the logits for both terms: LDAM sees s·(z − Δ_t e_t), focal sees z (last, so
     # the kernel can work on its chunk in place).
     heads = (ldam_head(margins, scale), GapHead())
+    if variant == "paper":
+        weights = element_weights(safe_target, valid, weight, dtype)
+        head = functools.partial(lmf_head, ldam_weight=ldam_weight, focal_weight=focal_weight)
+        loss = gap_loss(input, safe_target, weights, heads, head, dtype, gamma)
+        return finish_multiclass(loss, weights, reduction)
     ldam_gap, focal_gap = target_gap(input, safe_target, heads, dtype)
     ldam_terms = softplus(ldam_gap)
-    if variant == "paper":
-        loss = ldam_weight * ldam_terms + focal_weight * focal_from_gap(focal_gap, gamma)
-        return reduce_multiclass(loss, safe_target, valid, weight, reduction)
     focal_terms = official_focal_from_weighted_ce(margins[safe_target] * softplus(focal_gap), gamma)
     ldam = reduce_multiclass(ldam_terms, safe_target, valid, margins, reduction)
     focal = reduce_multiclass(focal_terms, safe_target, valid, None, reduction, normalizer="count")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,9 +14,10 @@ from torch_imbalance._checks import (
     check_class_counts_match,
     check_range,
 )
-from torch_imbalance._reduce import reduce_multiclass, split_ignored
-from torch_imbalance.functional._common import prepare_multiclass, softplus
-from torch_imbalance.functional._fused import GapHead, target_gap
+from torch_imbalance._reduce import element_weights, finish_multiclass, split_ignored
+from torch_imbalance.functional._common import prepare_multiclass
+from torch_imbalance.functional._fused import GapHead, gap_loss
+from torch_imbalance.functional._heads import cross_entropy_head, poly1_head
 
 CountsLike = Sequence[float] | np.ndarray | torch.Tensor
 
@@ -52,9 +54,10 @@ def offset_cross_entropy(
     dtype = prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
     check_class_counts_match(offset, input, "class_counts")
     safe_target, valid = split_ignored(target, ignore_index)
-    head = GapHead(offset=offset.to(device=input.device, dtype=dtype))
-    (gap,) = target_gap(input, safe_target, (head,), dtype)
-    return reduce_multiclass(softplus(gap), safe_target, valid, weight, reduction)
+    weights = element_weights(safe_target, valid, weight, dtype)
+    heads = (GapHead(offset=offset.to(device=input.device, dtype=dtype)),)
+    loss = gap_loss(input, safe_target, weights, heads, cross_entropy_head, dtype)
+    return finish_multiclass(loss, weights, reduction)
 
 
 def balanced_softmax_loss(
@@ -182,6 +185,7 @@ def poly1_loss(
     check_range("epsilon", epsilon, -1.0)
     dtype = prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
     safe_target, valid = split_ignored(target, ignore_index)
-    (gap,) = target_gap(input, safe_target, (GapHead(),), dtype)
-    loss = softplus(gap) + epsilon * torch.sigmoid(gap)  # 1 − p_t = σ(u)
-    return reduce_multiclass(loss, safe_target, valid, weight, reduction)
+    weights = element_weights(safe_target, valid, weight, dtype)
+    head = functools.partial(poly1_head, epsilon=epsilon)  # softplus(u) + ε σ(u)
+    loss = gap_loss(input, safe_target, weights, (GapHead(),), head, dtype)
+    return finish_multiclass(loss, weights, reduction)

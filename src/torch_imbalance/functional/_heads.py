@@ -1,0 +1,60 @@
+"""Per-element losses as closed-form functions of the target gap ``u`` (see ``_fused``).
+
+Each head returns ``(ℓ, [∂ℓ/∂u_k], ∂ℓ/∂γ or None)`` on chunk-sized tensors, with
+``CE = softplus(u) = −log p_t``, ``1 − p_t = σ(u)`` and ``p_t = σ(−u)``, all in log space.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+Parts = tuple[torch.Tensor, list[torch.Tensor], "torch.Tensor | None"]
+
+
+def _focal_parts(gap: torch.Tensor, gamma: torch.Tensor | float) -> Parts:
+    log_p_target = F.logsigmoid(-gap)
+    cross_entropy = -log_p_target
+    log_one_minus = F.logsigmoid(gap)
+    one_minus = log_one_minus.exp()
+    if not isinstance(gamma, torch.Tensor) and gamma == 0:
+        return cross_entropy, [one_minus], None
+    modulator = torch.exp(gamma * log_one_minus)
+    value = modulator * cross_entropy
+    # d/du [σ(u)^γ softplus(u)] = σ(u)^γ (γ p_t softplus(u) + σ(u))
+    slope = modulator * (gamma * log_p_target.exp() * cross_entropy + one_minus)
+    return value, [slope], log_one_minus * value
+
+
+def cross_entropy_head(gaps: list[torch.Tensor], gamma: torch.Tensor | float) -> Parts:
+    """``ℓ = softplus(u)``."""
+    return _focal_parts(gaps[0], 0.0)
+
+
+def focal_head(gaps: list[torch.Tensor], gamma: torch.Tensor | float) -> Parts:
+    """``ℓ = σ(u)^γ softplus(u)``, the softmax focal loss."""
+    return _focal_parts(gaps[0], gamma)
+
+
+def poly1_head(gaps: list[torch.Tensor], gamma: torch.Tensor | float, *, epsilon: float) -> Parts:
+    """``ℓ = softplus(u) + ε σ(u)``."""
+    gap = gaps[0]
+    cross_entropy = -F.logsigmoid(-gap)
+    one_minus = torch.sigmoid(gap)
+    slope = one_minus * (1 + epsilon * torch.sigmoid(-gap))
+    return cross_entropy + epsilon * one_minus, [slope], None
+
+
+def lmf_head(
+    gaps: list[torch.Tensor],
+    gamma: torch.Tensor | float,
+    *,
+    ldam_weight: float,
+    focal_weight: float,
+) -> Parts:
+    """``ℓ = λ_ldam softplus(u_ldam) + λ_focal σ(u_f)^γ softplus(u_f)`` (heads: LDAM, focal)."""
+    ldam, (ldam_slope,), _ = _focal_parts(gaps[0], 0.0)
+    focal, (focal_slope,), focal_d_gamma = _focal_parts(gaps[1], gamma)
+    value = ldam_weight * ldam + focal_weight * focal
+    d_gamma = None if focal_d_gamma is None else focal_weight * focal_d_gamma
+    return value, [ldam_weight * ldam_slope, focal_weight * focal_slope], d_gamma
