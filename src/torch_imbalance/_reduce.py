@@ -87,32 +87,6 @@ def reduce_multiclass(
     return _safe_divide(total, valid.sum().to(loss.dtype))
 
 
-def reduce_multilabel(
-    loss: torch.Tensor,
-    valid: torch.Tensor | None,
-    weight: torch.Tensor | None,
-    reduction: Reduction,
-) -> torch.Tensor:
-    """Weight, mask and reduce a per-entry loss of the logits' shape ``(N, C, *)``.
-
-    Entry ``(i, c)`` is multiplied by ``weight[c]``; ``"mean"`` divides by the number of valid
-    entries, as ``F.binary_cross_entropy_with_logits(weight=...)`` does.
-    """
-    if weight is not None:
-        loss = loss * class_dim_view(weight.to(loss.dtype), loss.ndim)
-    if valid is not None:
-        loss = torch.where(valid, loss, 0.0)
-    if reduction == "none":
-        return loss
-    total = loss.sum()
-    if reduction == "sum":
-        return total
-    count = (
-        valid.sum().to(loss.dtype) if valid is not None else loss.new_tensor(float(loss.numel()))
-    )
-    return _safe_divide(total, count)
-
-
 def mask_multilabel(
     loss: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int | None
 ) -> torch.Tensor:

@@ -21,22 +21,9 @@ from torch_imbalance.functional._common import (
     multilabel_chunk_loss,
     power_from_log,
     prepare,
-    softplus,
 )
 from torch_imbalance.functional._fused import GapHead, gap_loss
 from torch_imbalance.functional._heads import focal_head
-
-
-def focal_from_gap(gap: torch.Tensor, gamma: GammaLike) -> torch.Tensor:
-    """Softmax focal loss ``(1 − p_t)^γ · CE`` from the target gap ``u`` (``(N, *)``).
-
-    ``CE = softplus(u)`` and ``log(1 − p_t) = logsigmoid(u)``: exact in log space for saturated
-    predictions and every ``γ ≥ 0``.
-    """
-    cross_entropy = softplus(gap)
-    if not isinstance(gamma, torch.Tensor) and gamma == 0:
-        return cross_entropy
-    return power_from_log(F.logsigmoid(gap), gamma) * cross_entropy
 
 
 def multilabel_focal_terms(
