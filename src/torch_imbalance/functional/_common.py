@@ -157,5 +157,5 @@ def multilabel_chunk_loss(
     """
     params = (gamma,) if isinstance(gamma, torch.Tensor) else ()
     fn = functools.partial(chunk_fn, gamma=gamma, ignore_index=ignore_index, **settings)
-    loss = chunkwise(fn, input, target, *params, per_class_output=True)
+    loss = chunkwise(fn, input, target, *params)
     return finish_multilabel(loss, target, ignore_index, reduction)

@@ -311,41 +311,27 @@ ChunkLoss = Callable[..., torch.Tensor]
 class _Chunkwise(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx,
-        fn: ChunkLoss,
-        per_class_output: bool,
-        logits: torch.Tensor,
-        target: torch.Tensor,
-        *params: torch.Tensor,
+        ctx, fn: ChunkLoss, logits: torch.Tensor, target: torch.Tensor, *params: torch.Tensor
     ) -> torch.Tensor:
-        z = _as_3d(logits)
+        z, t = _as_3d(logits), _as_3d(target)
         batch, classes, spatial = z.shape
-        t = _as_3d(target) if per_class_output else _as_2d(target)
-        out_shape = (batch, classes, spatial) if per_class_output else (batch, spatial)
         out: torch.Tensor | None = None
         for rows, cols in _chunk_slices(batch, classes, spatial):
-            target_chunk = t[rows, :, cols] if per_class_output else t[rows, cols]
-            value = fn(z[rows, :, cols], target_chunk, *params)
+            value = fn(z[rows, :, cols], t[rows, :, cols], *params)
             if out is None:
-                out = torch.empty(out_shape, dtype=value.dtype, device=z.device)
-            if per_class_output:
-                out[rows, :, cols] = value
-            else:
-                out[rows, cols] = value
+                out = torch.empty(z.shape, dtype=value.dtype, device=z.device)
+            out[rows, :, cols] = value
         assert out is not None
         ctx.save_for_backward(logits, target, *params)
-        ctx.fn, ctx.per_class_output = fn, per_class_output
-        return out.view(logits.shape if per_class_output else target.shape)
+        ctx.fn = fn
+        return out.view(logits.shape)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
         logits, target, *params = ctx.saved_tensors
-        fn, per_class_output = ctx.fn, ctx.per_class_output
-        z = _as_3d(logits)
+        z, t, g = _as_3d(logits), _as_3d(target), _as_3d(grad_out)
         batch, classes, spatial = z.shape
-        t = _as_3d(target) if per_class_output else _as_2d(target)
-        g = _as_3d(grad_out) if per_class_output else _as_2d(grad_out)
         grad = torch.empty(z.shape, dtype=logits.dtype, device=logits.device)
         wants = [p.requires_grad for p in params]
         param_grads = [
@@ -354,36 +340,27 @@ class _Chunkwise(torch.autograd.Function):
         detached = [p.detach().requires_grad_(w) for p, w in zip(params, wants, strict=True)]
         for rows, cols in _chunk_slices(batch, classes, spatial):
             chunk = z[rows, :, cols].detach().requires_grad_()
-            target_chunk = t[rows, :, cols] if per_class_output else t[rows, cols]
-            g_chunk = g[rows, :, cols] if per_class_output else g[rows, cols]
             with torch.enable_grad():
-                value = fn(chunk, target_chunk, *detached)
+                value = ctx.fn(chunk, t[rows, :, cols], *detached)
                 inputs = [chunk, *(p for p, w in zip(detached, wants, strict=True) if w)]
-                grads = torch.autograd.grad(value, inputs, g_chunk)
+                grads = torch.autograd.grad(value, inputs, g[rows, :, cols])
             grad[rows, :, cols] = grads[0]
             extra = iter(grads[1:])
             for i, w in enumerate(wants):
                 if w:
                     param_grads[i] += next(extra)  # type: ignore[operator]
-        return (None, None, grad.view(logits.shape), None, *param_grads)
+        return (None, grad.view(logits.shape), None, *param_grads)
 
 
 def chunkwise(
-    fn: ChunkLoss,
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    *params: torch.Tensor,
-    per_class_output: bool,
+    fn: ChunkLoss, logits: torch.Tensor, target: torch.Tensor, *params: torch.Tensor
 ) -> torch.Tensor:
-    """Evaluate ``fn(z_chunk, target_chunk, *params)`` chunk by chunk, with an exact backward.
+    """Evaluate an element-wise (multi-label) loss chunk by chunk, with an exact backward.
 
-    ``fn`` receives ``(n, C, L)`` logits and targets ``(n, L)`` (or ``(n, C, L)`` when
-    ``per_class_output``) and returns the per-element loss ``(n, L)`` (or ``(n, C, L)``).
-    ``params`` are scalar tensors (e.g. a learnable γ) that receive gradients.
+    ``fn(z_chunk, target_chunk, *params)`` receives ``(n, C, L)`` logits and targets and returns
+    the per-entry loss ``(n, C, L)``. ``params`` are scalar tensors (e.g. a learnable γ) that
+    receive gradients.
     """
     if torch.compiler.is_compiling():
-        z = _as_3d(logits)
-        t = _as_3d(target) if per_class_output else _as_2d(target)
-        out = fn(z, t, *params)
-        return out.view(logits.shape if per_class_output else target.shape)
-    return _Chunkwise.apply(fn, per_class_output, logits, target, *params)
+        return fn(_as_3d(logits), _as_3d(target), *params).view(logits.shape)
+    return _Chunkwise.apply(fn, logits, target, *params)
