@@ -5,6 +5,7 @@ The public face of the loss core: re-exports only. Functional forms live in
 """
 
 from torch_imbalance import functional
+from torch_imbalance.functional._compiled import get_compile_mode, set_compile_mode
 from torch_imbalance.heads import NormedLinear
 from torch_imbalance.losses import (
     AdaptiveClassWeights,
@@ -44,7 +45,9 @@ __all__ = [
     "build_loss",
     "effective_number_weights",
     "functional",
+    "get_compile_mode",
     "inverse_frequency_weights",
     "ldam_margins",
     "median_frequency_weights",
+    "set_compile_mode",
 ]

@@ -28,9 +28,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
+
+from torch_imbalance.functional._compiled import (
+    compile_broken,
+    gap_kernels,
+    get_compile_mode,
+    mark_broken,
+    wants_compiled,
+)
 
 #: Logit values per chunk: 256 Ki (1 MiB in float32) keeps each temporary in cache.
 CHUNK_ELEMENTS = 1 << 18
@@ -185,6 +194,36 @@ class _TargetGap(torch.autograd.Function):
         return grad.view(logits.shape), None, None, None
 
 
+def _compiled_kernels(
+    heads: tuple[GapHead, ...],
+    head_loss: Callable[..., Any],
+    dtype: torch.dtype,
+    gamma: torch.Tensor | float,
+    wants_gamma: bool,
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    return gap_kernels(
+        head_loss,
+        tuple(float(head.scale) for head in heads),
+        tuple(head.offset is not None for head in heads),
+        tuple(head.shift is not None for head in heads),
+        dtype,
+        exp_floor(dtype),
+        None if isinstance(gamma, torch.Tensor) else float(gamma),
+        wants_gamma,
+    )
+
+
+def _head_tensors(
+    heads: tuple[GapHead, ...], dtype: torch.dtype, device: torch.device
+) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
+    """Each head's offset and shift in the compute dtype (None where absent)."""
+
+    def cast(value: torch.Tensor | None) -> torch.Tensor | None:
+        return None if value is None else value.to(device=device, dtype=dtype)
+
+    return [cast(h.offset) for h in heads], [cast(h.shift) for h in heads]
+
+
 #: ``head_loss(gaps, gamma) -> (loss, [∂loss/∂u_k], ∂loss/∂γ or None)`` on ``(n, L)`` tensors.
 HeadLoss = Callable[..., tuple[torch.Tensor, list[torch.Tensor], "torch.Tensor | None"]]
 
@@ -207,11 +246,34 @@ class _GapLoss(torch.autograd.Function):
         z = _as_3d(logits)
         t = _as_2d(target)
         w = _as_2d(element_weight)
+        wants_gamma = isinstance(gamma, torch.Tensor) and gamma.requires_grad
+        ctx.heads, ctx.dtype, ctx.wants_gamma = heads, dtype, wants_gamma
+        ctx.compiled = wants_compiled(z)
+        if ctx.compiled:
+            try:
+                forward, ctx.backward_kernel = _compiled_kernels(
+                    heads, head_loss, dtype, gamma, wants_gamma
+                )
+                gamma_tensor = torch.as_tensor(
+                    gamma.detach() if isinstance(gamma, torch.Tensor) else gamma,
+                    dtype=dtype,
+                    device=z.device,
+                )
+                offsets, shifts = _head_tensors(heads, dtype, z.device)
+                loss, lse_others, slopes, d_gamma = forward(z, t, w, offsets, shifts, gamma_tensor)
+            except Exception as error:
+                if get_compile_mode() == "always":
+                    raise
+                mark_broken(error)
+                ctx.compiled = False
+            else:
+                saved = (logits, target, lse_others, slopes, *((d_gamma,) if wants_gamma else ()))
+                ctx.save_for_backward(*saved)
+                return loss.view(target.shape)
         batch, classes, spatial = z.shape
         loss = torch.empty((batch, spatial), dtype=dtype, device=z.device)
         lse_others = torch.empty((len(heads), batch, spatial), dtype=dtype, device=z.device)
         slopes = torch.empty_like(lse_others)
-        wants_gamma = isinstance(gamma, torch.Tensor) and gamma.requires_grad
         d_gamma = torch.empty_like(loss) if wants_gamma else None
         gamma_value = gamma.detach().to(dtype) if isinstance(gamma, torch.Tensor) else gamma
         for rows, cols in _chunk_slices(batch, classes, spatial):
@@ -228,7 +290,6 @@ class _GapLoss(torch.autograd.Function):
                 d_gamma[rows, cols] = value_d_gamma * weight
         saved = (logits, target, lse_others, slopes, *(() if d_gamma is None else (d_gamma,)))
         ctx.save_for_backward(*saved)
-        ctx.heads, ctx.dtype, ctx.wants_gamma = heads, dtype, wants_gamma
         return loss.view(target.shape)
 
     @staticmethod
@@ -239,17 +300,27 @@ class _GapLoss(torch.autograd.Function):
         z = _as_3d(logits)
         t = _as_2d(target)
         g = _as_2d(grad_loss).to(dtype)
-        grad = torch.empty(z.shape, dtype=logits.dtype, device=logits.device)
-        batch, classes, spatial = z.shape
-        for rows, cols in _chunk_slices(batch, classes, spatial):
-            index = t[rows, cols].unsqueeze(1)
-            chunk = z[rows, :, cols].to(dtype=dtype, copy=True)
-            lses = [lse_others[k, rows, cols] for k in range(len(heads))]
-            upstream = g[rows, cols]
-            coefficients = [slopes[k, rows, cols] * upstream for k in range(len(heads))]
-            grad[rows, :, cols] = _chunk_gap_gradient(
-                chunk, index, heads, lses, coefficients, dtype
-            )
+        grad = None
+        if ctx.compiled and not compile_broken():
+            try:
+                offsets, _ = _head_tensors(heads, dtype, z.device)
+                grad = ctx.backward_kernel(z, t, lse_others, slopes, g, offsets)
+            except Exception as error:
+                if get_compile_mode() == "always":
+                    raise
+                mark_broken(error)
+        if grad is None:
+            grad = torch.empty(z.shape, dtype=logits.dtype, device=logits.device)
+            batch, classes, spatial = z.shape
+            for rows, cols in _chunk_slices(batch, classes, spatial):
+                index = t[rows, cols].unsqueeze(1)
+                chunk = z[rows, :, cols].to(dtype=dtype, copy=True)
+                lses = [lse_others[k, rows, cols] for k in range(len(heads))]
+                upstream = g[rows, cols]
+                coefficients = [slopes[k, rows, cols] * upstream for k in range(len(heads))]
+                grad[rows, :, cols] = _chunk_gap_gradient(
+                    chunk, index, heads, lses, coefficients, dtype
+                )
         grad_gamma = (rest[0] * g).sum() if ctx.wants_gamma else None
         return grad.view(logits.shape), None, None, None, None, None, grad_gamma
 

@@ -13,16 +13,17 @@ Parts = tuple[torch.Tensor, list[torch.Tensor], "torch.Tensor | None"]
 
 
 def _focal_parts(gap: torch.Tensor, gamma: torch.Tensor | float) -> Parts:
-    log_p_target = F.logsigmoid(-gap)
-    cross_entropy = -log_p_target
-    log_one_minus = F.logsigmoid(gap)
+    # One softplus serves every log: log p_t = −softplus(u), log(1 − p_t) = u − softplus(u).
+    cross_entropy = -F.logsigmoid(-gap)
+    log_one_minus = gap - cross_entropy
     one_minus = log_one_minus.exp()
     if not isinstance(gamma, torch.Tensor) and gamma == 0:
         return cross_entropy, [one_minus], None
     modulator = torch.exp(gamma * log_one_minus)
     value = modulator * cross_entropy
-    # d/du [σ(u)^γ softplus(u)] = σ(u)^γ (γ p_t softplus(u) + σ(u))
-    slope = modulator * (gamma * log_p_target.exp() * cross_entropy + one_minus)
+    # d/du [σ(u)^γ softplus(u)] = σ(u)^γ (γ p_t softplus(u) + σ(u)); p_t = 1 − σ(u) is exact
+    # where it matters (where σ(u) dominates the bracket, p_t's rounding does not show).
+    slope = modulator * (gamma * (1 - one_minus) * cross_entropy + one_minus)
     return value, [slope], log_one_minus * value
 
 

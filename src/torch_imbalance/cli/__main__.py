@@ -1,0 +1,5 @@
+import sys
+
+from torch_imbalance.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,300 @@
+"""The ``torch-imbalance`` command: train, evaluate, compare, datasets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+SUPPRESS = argparse.SUPPRESS
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    import yaml
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def add_run_options(parser: argparse.ArgumentParser, with_loss: bool = True) -> None:
+    """Every training setting as a flag. Defaults are suppressed so that only the flags given
+    override the YAML file (the defaults live in ``RunConfig``)."""
+    data = parser.add_argument_group("data")
+    data.add_argument("--task", choices=["classification"], default=SUPPRESS)
+    data.add_argument(
+        "--dataset", default=SUPPRESS, help="built-in name or format (default digits-lt)"
+    )
+    data.add_argument("--root", default=SUPPRESS, help="dataset folder (for the formats)")
+    data.add_argument(
+        "--channels",
+        type=int,
+        choices=[1, 3],
+        default=SUPPRESS,
+        help="input channels (default: the dataset's)",
+    )
+    data.add_argument(
+        "--image-size", dest="image_size", type=int, default=SUPPRESS, help="default 64"
+    )
+    data.add_argument("--val-fraction", dest="val_fraction", type=float, default=SUPPRESS)
+    data.add_argument("--test-fraction", dest="test_fraction", type=float, default=SUPPRESS)
+    data.add_argument(
+        "--imbalance-ratio",
+        dest="imbalance_ratio",
+        type=float,
+        default=SUPPRESS,
+        help="long-tail ratio of br35h-lt / digits-lt",
+    )
+    data.add_argument(
+        "--train-fraction",
+        dest="train_fraction",
+        type=float,
+        default=SUPPRESS,
+        help="keep this stratified fraction of the training split",
+    )
+    data.add_argument(
+        "--max-per-class",
+        dest="max_per_class",
+        type=int,
+        default=SUPPRESS,
+        help="keep at most N training images per class",
+    )
+    data.add_argument("--sampler", choices=["none", "oversample", "undersample"], default=SUPPRESS)
+    data.add_argument("--no-augment", dest="augment", action="store_false", default=SUPPRESS)
+    data.add_argument("--num-workers", dest="num_workers", type=int, default=SUPPRESS)
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default=SUPPRESS, help="any timm model name (default resnet18)")
+    model.add_argument(
+        "--head",
+        choices=["linear", "cosine"],
+        default=SUPPRESS,
+        help="default: cosine for LDAM, linear otherwise",
+    )
+    model.add_argument(
+        "--pretrained",
+        action="store_true",
+        default=SUPPRESS,
+        help="timm pretrained weights (needs the network)",
+    )
+    model.add_argument("--weights", default=SUPPRESS, help="local backbone weights file")
+    if with_loss:
+        model.add_argument("--loss", default=SUPPRESS, help="registry name (default ce)")
+    model.add_argument(
+        "--loss-param",
+        dest="loss_params",
+        action="append",
+        type=_key_value,
+        default=SUPPRESS,
+        metavar="KEY=VALUE",
+        help="loss override, repeatable",
+    )
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument(
+        "--preset",
+        choices=["lmf-paper"],
+        default=SUPPRESS,
+        help="lmf-paper: Adam 1e-4, StepLR (the LMF authors' recipe)",
+    )
+    opt.add_argument("--epochs", type=int, default=SUPPRESS)
+    opt.add_argument("--batch-size", dest="batch_size", type=int, default=SUPPRESS)
+    opt.add_argument("--lr", type=float, default=SUPPRESS)
+    opt.add_argument("--weight-decay", dest="weight_decay", type=float, default=SUPPRESS)
+    opt.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], default=SUPPRESS)
+    opt.add_argument("--scheduler", choices=["cosine", "step", "none"], default=SUPPRESS)
+    opt.add_argument("--precision", default=SUPPRESS, help="Lightning precision, e.g. 16-mixed")
+    if with_loss:
+        opt.add_argument("--seed", type=int, default=SUPPRESS)
+    scale = parser.add_argument_group("scaling (passed to Lightning)")
+    scale.add_argument("--accelerator", default=SUPPRESS)
+    scale.add_argument("--devices", default=SUPPRESS)
+    scale.add_argument("--num-nodes", dest="num_nodes", type=int, default=SUPPRESS)
+    scale.add_argument("--strategy", default=SUPPRESS, help="e.g. ddp")
+    out = parser.add_argument_group("run folder")
+    out.add_argument("--out", default=SUPPRESS, help="run folder")
+    out.add_argument("--config", default=None, help="YAML file of settings (flags override it)")
+    out.add_argument("--overwrite", action="store_true", default=SUPPRESS)
+    out.add_argument("--no-progress", dest="progress", action="store_false", default=SUPPRESS)
+
+
+def explicit_settings(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """YAML file values, then the flags given."""
+    from torch_imbalance.engine.config import load_yaml
+
+    values: dict[str, Any] = load_yaml(args.config) if getattr(args, "config", None) else {}
+    flags = {
+        k: v for k, v in vars(args).items() if k not in ("config", "command", "handler", *skip)
+    }
+    if "loss_params" in flags:
+        flags["loss_params"] = {**values.get("loss_params", {}), **dict(flags["loss_params"])}
+    values.update(flags)
+    return values
+
+
+# ------------------------------------------------------------------------------- commands
+def command_train(args: argparse.Namespace) -> int:
+    from torch_imbalance.engine.config import load_yaml, resolve_config
+    from torch_imbalance.engine.run import train
+
+    explicit = explicit_settings(args, skip=("resume",))
+    if args.resume:
+        if "out" not in explicit:
+            raise SystemExit("error: --resume needs --out RUN_FOLDER")
+        saved = Path(explicit["out"]) / "config.yaml"
+        # The run's own settings, with any flags given now (e.g. more --epochs) on top.
+        explicit = {**(load_yaml(saved) if saved.is_file() else {}), **explicit, "resume": True}
+    config = resolve_config(explicit)
+    metrics = train(config)
+    print_run_summary(Path(config.out), metrics)
+    return 0
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    from torch_imbalance.engine.evaluate import evaluate
+
+    metrics = evaluate(Path(args.checkpoint), args.split, Path(args.out), args.overwrite)
+    print_run_summary(Path(args.out), {args.split: metrics[args.split]})
+    return 0
+
+
+def command_compare(args: argparse.Namespace) -> int:
+    from torch_imbalance.engine.compare import compare
+
+    base = explicit_settings(args, skip=("losses", "seeds", "models"))
+    out = Path(base.pop("out", "runs/compare"))
+    compare(
+        base,
+        losses=[v for v in args.losses.split(",") if v],
+        seeds=[int(v) for v in args.seeds.split(",") if v],
+        models=[v for v in args.models.split(",") if v] if args.models else None,
+        out=out,
+    )
+    return 0
+
+
+def command_datasets(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from torch_imbalance.data import BUILTIN, PACKAGES, is_installed, load_dataset
+
+    table = Table(title="built-in datasets (formats you bring: imagefolder)")
+    for column in ("name", "installed", "package", "content", "train counts (seed 0)"):
+        table.add_column(column)
+    for name in sorted(BUILTIN):
+        _, requirement, content = PACKAGES[name]
+        installed = is_installed(name)
+        counts = "–"
+        if installed and args.counts:
+            bundle = load_dataset(name, seed=0)
+            counts = ", ".join(f"{k}: {v}" for k, v in bundle.summary()["train"].items())
+        table.add_row(name, "yes" if installed else "no", requirement, content, counts)
+    Console().print(table)
+    return 0
+
+
+def print_run_summary(run_dir: Path, metrics: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"results: {run_dir}")
+    table.add_column("metric")
+    splits = [s for s in ("val", "test") if s in metrics]
+    for split in splits:
+        table.add_column(split, justify="right")
+    names = [k for k, v in metrics[splits[-1]].items() if isinstance(v, float)]
+    for name in names:
+        table.add_row(name, *(f"{metrics[s].get(name, float('nan')):.4f}" for s in splits))
+    console = Console()
+    console.print(table)
+    console.print(f"report: {run_dir / 'report.md'}")
+
+
+def quiet_libraries() -> None:
+    """Keep Lightning's banners and tips off the terminal (warnings still show)."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", ".*litlogger.*")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torch-imbalance",
+        description="Train and compare imbalance-aware losses on image classification data.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser(
+        "train",
+        help="train one model with one loss",
+        description="Train one model with one loss; writes a run folder.",
+    )
+    add_run_options(train)
+    train.add_argument("--resume", action="store_true", help="continue a killed run in --out")
+    train.set_defaults(handler=command_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint on a split",
+        description="Evaluate a checkpoint on its dataset's split.",
+    )
+    evaluate.add_argument("checkpoint", help="a .ckpt written by train")
+    evaluate.add_argument("--split", choices=["val", "test"], default="test")
+    evaluate.add_argument("--out", required=True, help="folder for metrics.json and report.md")
+    evaluate.add_argument("--overwrite", action="store_true")
+    evaluate.set_defaults(handler=command_evaluate)
+
+    compare = commands.add_parser(
+        "compare",
+        help="a grid of losses × seeds (× models), then a summary",
+        description="Train every loss × seed (× model) one after another (finished runs are "
+        "skipped, so a killed comparison resumes), then write results.csv, summary.md and "
+        "summary.png.",
+    )
+    compare.add_argument(
+        "--losses", default="ce,focal,ldam_drw,lmf", help="comma-separated registry names"
+    )
+    compare.add_argument("--seeds", default="0", help="comma-separated seeds")
+    compare.add_argument("--models", default=None, help="comma-separated timm names")
+    add_run_options(compare, with_loss=False)
+    compare.set_defaults(handler=command_compare)
+
+    datasets = commands.add_parser(
+        "datasets",
+        help="list the built-in datasets",
+        description="List the built-in datasets and their counts.",
+    )
+    datasets.add_argument(
+        "--no-counts",
+        dest="counts",
+        action="store_false",
+        help="skip loading each dataset to count its classes",
+    )
+    datasets.set_defaults(handler=command_datasets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from torch_imbalance.data import DatasetError
+    from torch_imbalance.engine.config import ConfigError
+    from torch_imbalance.engine.run import RunFolderError
+    from torch_imbalance.models.classifier import ModelError
+
+    args = build_parser().parse_args(argv)
+    quiet_libraries()
+    try:
+        return args.handler(args)
+    except (DatasetError, ConfigError, RunFolderError, ModelError) as error:
+        print(f"torch-imbalance {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # e.g. an unknown loss name or a bad loss parameter
+        print(f"torch-imbalance {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

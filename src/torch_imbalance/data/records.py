@@ -1,0 +1,114 @@
+"""What every loader returns: labelled image records in train/val/test splits.
+
+An item is a file path or an in-memory ``uint8`` array (the built-in datasets that ship as
+arrays). Labels are class indices ``(n,)`` for multi-class data or 0/1 rows ``(n, C)`` for
+multi-label data. ``ids`` name the items in the saved split files.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+Task = Literal["multiclass", "multilabel"]
+Item = "str | Path | np.ndarray"
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used as given (missing files or columns, bad labels)."""
+
+
+@dataclass
+class ImageSet:
+    """One split: items, labels, group ids (lesion, patient) and printable ids."""
+
+    items: list
+    labels: np.ndarray
+    ids: list[str]
+    groups: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if not (len(self.items) == len(self.labels) == len(self.ids)):
+            raise DatasetError(
+                f"items, labels and ids differ in length: {len(self.items)}, "
+                f"{len(self.labels)}, {len(self.ids)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def subset(self, indices: np.ndarray | list[int]) -> ImageSet:
+        index = np.asarray(indices, dtype=np.int64)
+        return ImageSet(
+            [self.items[i] for i in index],
+            self.labels[index],
+            [self.ids[i] for i in index],
+            None if self.groups is None else self.groups[index],
+        )
+
+    def counts(self, num_classes: int) -> list[int]:
+        """Images per class (multi-class) or positives per label (multi-label)."""
+        if self.labels.ndim == 2:
+            return [int(v) for v in self.labels.sum(0)]
+        return [int(v) for v in np.bincount(self.labels, minlength=num_classes)]
+
+
+@dataclass
+class DatasetBundle:
+    """A loaded dataset: class names, task, channels and the three splits."""
+
+    name: str
+    classes: list[str]
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    task: Task = "multiclass"
+    channels: int = 3
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def class_counts(self) -> list[int]:
+        """Per-class counts of the training split; every class must be present.
+
+        Raises:
+            DatasetError: a class has no training example (the count-based losses and the
+                metrics need every class).
+        """
+        counts = self.train.counts(self.num_classes)
+        missing = [name for name, count in zip(self.classes, counts, strict=True) if count == 0]
+        if missing:
+            raise DatasetError(
+                f"dataset {self.name!r}: no training examples of class(es) {missing} "
+                f"(training counts: {dict(zip(self.classes, counts, strict=True))}); "
+                "add examples, raise --max-per-class / --train-fraction, or drop the class"
+            )
+        return counts
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """``{split: {class: count}}``."""
+        return {
+            split: dict(zip(self.classes, part.counts(self.num_classes), strict=True))
+            for split, part in (("train", self.train), ("val", self.val), ("test", self.test))
+        }
+
+    def save_splits(self, folder: Path) -> None:
+        """Write ``train.csv``, ``val.csv`` and ``test.csv`` (id and label) into ``folder``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for split, part in (("train", self.train), ("val", self.val), ("test", self.test)):
+            with open(folder / f"{split}.csv", "w", newline="") as handle:
+                writer = csv.writer(handle)
+                if part.labels.ndim == 2:
+                    writer.writerow(["id", *self.classes])
+                    for item_id, row in zip(part.ids, part.labels, strict=True):
+                        writer.writerow([item_id, *(int(v) for v in row)])
+                else:
+                    writer.writerow(["id", "label"])
+                    for item_id, label in zip(part.ids, part.labels, strict=True):
+                        writer.writerow([item_id, self.classes[int(label)]])

@@ -1,0 +1,1 @@
+"""The training engine: configuration, Lightning module, trainer, runs and comparisons."""

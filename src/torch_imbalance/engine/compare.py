@@ -1,0 +1,189 @@
+"""The comparison runner: losses × seeds (× models) on one dataset, then a summary.
+
+Each run gets its own folder ``out/<model>/<loss>/seed-<k>``; a run whose ``metrics.json``
+exists is skipped and a run killed midway resumes from its last checkpoint, so a killed
+comparison continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from torch_imbalance.engine.config import resolve_config
+from torch_imbalance.engine.run import LAST_CHECKPOINT, train
+
+SUMMARY_METRICS = (
+    "macro_f1",
+    "balanced_accuracy",
+    "accuracy",
+    "macro_precision",
+    "macro_recall",
+    "ece",
+)
+#: Metrics where lower is better (bold marks the minimum).
+LOWER_IS_BETTER = frozenset({"ece"})
+BASELINE = "ce"
+
+
+def run_folder(out: Path, model: str, loss: str, seed: int) -> Path:
+    return out / model / loss / f"seed-{seed}"
+
+
+def compare(
+    base: dict[str, Any],
+    losses: list[str],
+    seeds: list[int],
+    out: Path,
+    models: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run the grid (finished runs skipped), then write ``results.csv``, ``summary.md`` and
+    ``summary.png`` into ``out`` and print the summary table.
+
+    Args:
+        base: settings shared by every run (as from a YAML file and flags).
+        losses: registry names.
+        seeds: seeds (each loss runs once per seed).
+        out: the comparison folder.
+        models: timm names (default: ``base``'s model).
+    """
+    from rich.console import Console
+
+    console = Console()
+    models = models or [base.get("model", "resnet18")]
+    if not losses or not seeds:
+        raise ValueError("compare needs at least one loss and one seed")
+    for loss in losses:  # fail before training anything
+        from torch_imbalance.registry import available_losses
+
+        if loss not in available_losses():
+            raise ValueError(f"unknown loss {loss!r}; available: {', '.join(available_losses())}")
+    out.mkdir(parents=True, exist_ok=True)
+    grid = [(m, loss, s) for m in models for loss in losses for s in seeds]
+    rows = []
+    started = time.perf_counter()
+    for number, (model, loss, seed) in enumerate(grid, 1):
+        folder = run_folder(out, model, loss, seed)
+        label = f"[{number}/{len(grid)}] {model} · {loss} · seed {seed}"
+        metrics_file = folder / "metrics.json"
+        if metrics_file.is_file():
+            console.print(f"{label}: done before, skipped")
+            metrics = json.loads(metrics_file.read_text())
+        else:
+            settings = {**base, "model": model, "loss": loss, "seed": seed, "out": str(folder)}
+            if (folder / LAST_CHECKPOINT).is_file():
+                console.print(f"{label}: resuming from {folder / LAST_CHECKPOINT}")
+                settings["resume"] = True
+                settings.pop("overwrite", None)
+            elif folder.exists():
+                # Our own half-written folder from a run killed before its first checkpoint.
+                settings["overwrite"] = True
+            else:
+                console.print(f"{label}: training")
+            run_start = time.perf_counter()
+            metrics = train(resolve_config(settings))
+            console.print(f"{label}: done in {time.perf_counter() - run_start:.1f} s")
+        rows.append(result_row(model, loss, seed, metrics))
+    wall = time.perf_counter() - started
+    write_results(out / "results.csv", rows)
+    summary = summarise(rows)
+    table = summary_markdown(summary, losses, models)
+    header = (
+        f"# Comparison on {base.get('dataset', 'digits-lt')}\n\n"
+        f"{len(grid)} runs ({', '.join(models)}; seeds {', '.join(map(str, seeds))}); "
+        "test split, mean ± std over seeds; Δ = paired difference to `ce` (same seed), "
+        "in points; best in bold.\n\n"
+    )
+    (out / "summary.md").write_text(header + table + "\n")
+    from torch_imbalance.metrics.plots import comparison_plot
+
+    comparison_plot(
+        {
+            f"{m}/{loss}" if len(models) > 1 else loss: summary[(m, loss)]["metrics"]
+            for m in models
+            for loss in losses
+        },
+        ["macro_f1", "balanced_accuracy"],
+        out / "summary.png",
+    )
+    console.print(table)
+    console.print(
+        f"\n{len(grid)} runs in {wall:.0f} s · table: {out / 'summary.md'} · "
+        f"plot: {out / 'summary.png'} · per run: {out / 'results.csv'}"
+    )
+    return {"rows": rows, "summary": summary, "wall_seconds": wall}
+
+
+def result_row(model: str, loss: str, seed: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    test = metrics["test"]
+    row: dict[str, Any] = {"model": model, "loss": loss, "seed": seed}
+    for name in SUMMARY_METRICS:
+        row[name] = test.get(name, math.nan)
+    for name, values in test["per_class"].items():
+        row[f"f1[{name}]"] = values["f1"]
+    return row
+
+
+def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (model, loss): mean and std per metric, and the paired difference to ``ce``."""
+    summary: dict[tuple[str, str], dict[str, Any]] = {}
+    by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        by_key.setdefault((row["model"], row["loss"]), []).append(row)
+    for key, group in by_key.items():
+        stats = {}
+        for name in SUMMARY_METRICS:
+            values = [r[name] for r in group]
+            stats[name] = (
+                statistics.fmean(values),
+                statistics.stdev(values) if len(values) > 1 else 0.0,
+            )
+        deltas = {}
+        baseline = {r["seed"]: r for r in by_key.get((key[0], BASELINE), [])}
+        for name in SUMMARY_METRICS:
+            paired = [r[name] - baseline[r["seed"]][name] for r in group if r["seed"] in baseline]
+            if paired and key[1] != BASELINE:
+                deltas[name] = statistics.fmean(paired)
+        summary[key] = {"metrics": stats, "delta": deltas, "runs": len(group)}
+    return summary
+
+
+def summary_markdown(
+    summary: dict[tuple[str, str], dict[str, Any]], losses: list[str], models: list[str]
+) -> str:
+    names = list(SUMMARY_METRICS)
+    lines = [
+        "| model | loss | " + " | ".join(names) + " | Δ macro_f1 vs ce |",
+        "|---|---|" + "---:|" * (len(names) + 1),
+    ]
+    for model in models:
+        keys = [(model, loss) for loss in losses]
+        best = {}
+        for name in names:
+            means = [summary[k]["metrics"][name][0] for k in keys]
+            best[name] = min(means) if name in LOWER_IS_BETTER else max(means)
+        for key in keys:
+            cells = []
+            for name in names:
+                mean, std = summary[key]["metrics"][name]
+                text = f"{mean:.3f} ± {std:.3f}"
+                cells.append(f"**{text}**" if mean == best[name] else text)
+            delta = summary[key]["delta"].get("macro_f1")
+            delta_text = "–" if delta is None else f"{100 * delta:+.1f}"
+            lines.append(f"| {model} | {key[1]} | " + " | ".join(cells) + f" | {delta_text} |")
+    return "\n".join(lines)

@@ -1,0 +1,163 @@
+"""The Lightning module of a classification run: model, loss, optimiser and metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from torch_imbalance.engine.config import RunConfig
+from torch_imbalance.metrics import build_classification_metrics, summarise_classification
+from torch_imbalance.models import build_classifier, default_head
+from torch_imbalance.registry import build_loss
+
+
+def build_run_loss(config: RunConfig, class_counts: list[int], task: str) -> torch.nn.Module:
+    """The registry loss with the run's overrides; DRW spans the run's epochs by default."""
+    overrides = dict(config.loss_params)
+    if config.loss == "ldam_drw":
+        overrides.setdefault("total_epochs", config.epochs)
+    if task == "multilabel":
+        overrides.setdefault("task", "multilabel")
+    return build_loss(config.loss, class_counts, **overrides)
+
+
+class ClassificationModule(pl.LightningModule):
+    """Trains ``model`` with one of the library's losses and keeps balanced metrics.
+
+    After each validation or test epoch, ``summaries[stage]`` holds the metrics as plain numbers
+    (the layout of ``metrics.json``).
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        classes: list[str],
+        class_counts: list[int],
+        channels: int,
+        task: str = "multiclass",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = RunConfig.from_dict(config)
+        self.classes = classes
+        self.task = task
+        head = self.config.head or default_head(self.config.loss)
+        self.model = build_classifier(
+            self.config.model,
+            len(classes),
+            in_chans=channels,
+            pretrained=self.config.pretrained,
+            head=head,
+            weights=self.config.weights,
+        )
+        self.loss = build_run_loss(self.config, class_counts, task)
+        # Cosine logits lie in [-1, 1]; the loss's scale turns them into usable probabilities.
+        inner = getattr(self.loss, "loss", self.loss)
+        self.probability_scale = float(getattr(inner, "scale", 1.0)) if head == "cosine" else 1.0
+        self.metrics = torch.nn.ModuleDict(
+            {stage: build_classification_metrics(len(classes), task) for stage in ("val", "test")}
+        )
+        self.summaries: dict[str, dict[str, Any]] = {}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        scaled = logits.float() * self.probability_scale
+        return scaled.sigmoid() if self.task == "multilabel" else scaled.softmax(1)
+
+    # --------------------------------------------------------------------------- training
+    def on_train_epoch_start(self) -> None:
+        if hasattr(self.loss, "set_epoch"):  # deferred re-weighting
+            self.loss.set_epoch(self.current_epoch)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Dropout and other in-model randomness draw from torch's global generator: seeding it
+        # per step makes a resumed run repeat exactly what an uninterrupted one does.
+        seed = (self.config.seed * 1_000_003 + self.current_epoch) * 100_003 + batch_idx
+        torch.manual_seed(seed)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        images, target = batch
+        loss = self.loss(self(images), target)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        for name, value in self.loss_state().items():
+            self.log(name, value, on_epoch=True, sync_dist=False)
+
+    def loss_state(self) -> dict[str, float]:
+        """Learnable γ, adaptive / DRW class weights: what the loss learned or switched."""
+        state: dict[str, float] = {}
+        inner = getattr(self.loss, "loss", self.loss)  # inside a DeferredReweighting wrapper
+        if hasattr(inner, "gamma_value"):
+            state["loss/gamma"] = inner.gamma_value()
+        if hasattr(inner, "current_weight"):
+            weights = inner.current_weight()
+        else:
+            weights = getattr(inner, "weight", None)
+        if isinstance(weights, torch.Tensor) and weights.numel() == len(self.classes):
+            for name, value in zip(self.classes, weights.detach().float().tolist(), strict=True):
+                state[f"loss/weight_{name}"] = value
+        return state
+
+    # ------------------------------------------------------------------------- evaluation
+    def _evaluation_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        images, target = batch
+        logits = self(images)
+        loss = self.loss(logits, target)
+        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True)
+        metric_target = target.long() if self.task == "multilabel" else target
+        self.metrics[stage].update(self.probabilities(logits), metric_target)
+
+    def _evaluation_end(self, stage: str) -> None:
+        computed = self.metrics[stage].compute()
+        self.metrics[stage].reset()
+        summary = summarise_classification(computed, self.classes)
+        self.summaries[stage] = summary
+        for name, value in summary.items():
+            if isinstance(value, float):
+                self.log(f"{stage}/{name}", value, prog_bar=name == "macro_f1", sync_dist=False)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluation_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._evaluation_end("val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluation_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._evaluation_end("test")
+
+    # ------------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        config = self.config
+        # The loss's own parameters (a learnable γ) train with the model.
+        parameters = list(self.model.parameters()) + list(self.loss.parameters())
+        if config.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(
+                parameters, lr=config.lr, weight_decay=config.weight_decay
+            )
+        elif config.optimizer == "adam":
+            optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(
+                parameters, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
+            )
+        if config.scheduler == "none":
+            return optimizer
+        if config.scheduler == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+        else:
+            scheduler = torch.optim.lr_scheduler.StepLR(
+                optimizer, step_size=config.step_size, gamma=config.step_gamma
+            )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

@@ -1,0 +1,175 @@
+"""A training run from its configuration: run folder, data, model, fit, evaluate, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.data import DataLoader
+
+from torch_imbalance.data import DatasetBundle, load_dataset
+from torch_imbalance.data.dataset import ImageDataset
+from torch_imbalance.data.samplers import build_sampler
+from torch_imbalance.data.transforms import build_transform
+from torch_imbalance.engine.config import RunConfig, save_yaml
+from torch_imbalance.engine.module import ClassificationModule
+from torch_imbalance.engine.trainer import build_trainer
+from torch_imbalance.metrics.plots import (
+    confusion_matrix_plot,
+    per_class_f1_plot,
+    read_metrics_csv,
+    training_curves_plot,
+)
+from torch_imbalance.metrics.report import run_report
+
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+BEST_CHECKPOINT = Path("checkpoints") / "best.ckpt"
+
+
+class RunFolderError(ValueError):
+    """The run folder cannot be used as asked (exists, or has nothing to resume)."""
+
+
+def prepare_run_dir(config: RunConfig) -> Path:
+    """The run folder, created; an existing one is only reused with ``resume`` and only
+    deleted with ``overwrite``."""
+    run_dir = Path(config.out)
+    occupied = run_dir.exists() and any(run_dir.iterdir())
+    if config.resume:
+        if not (run_dir / LAST_CHECKPOINT).is_file():
+            raise RunFolderError(
+                f"--resume: no checkpoint to resume from at {run_dir / LAST_CHECKPOINT}"
+            )
+        return run_dir
+    if occupied:
+        if not config.overwrite:
+            raise RunFolderError(
+                f"run folder {run_dir} already exists and is not empty; pass --resume to "
+                "continue it, --overwrite to replace it, or choose another --out"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def load_run_data(config: RunConfig) -> DatasetBundle:
+    return load_dataset(
+        config.dataset,
+        config.root,
+        seed=config.seed,
+        train_fraction=config.train_fraction,
+        max_per_class=config.max_per_class,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        imbalance_ratio=config.imbalance_ratio,
+    )
+
+
+def build_loaders(config: RunConfig, bundle: DatasetBundle, channels: int) -> dict[str, DataLoader]:
+    """Train (shuffled or re-sampled), val and test loaders."""
+    common: dict[str, Any] = {
+        "batch_size": config.batch_size,
+        "num_workers": config.num_workers,
+        "persistent_workers": config.num_workers > 0,
+    }
+    train_set = ImageDataset(
+        bundle.train, channels, build_transform(config.image_size, channels, True, config.augment)
+    )
+    sampler = build_sampler(config.sampler, bundle.train.labels, config.seed)
+    loaders = {"train": DataLoader(train_set, sampler=sampler, drop_last=False, **common)}
+    evaluation = build_transform(config.image_size, channels, False)
+    for split in ("val", "test"):
+        loaders[split] = DataLoader(
+            ImageDataset(getattr(bundle, split), channels, evaluation), shuffle=False, **common
+        )
+    return loaders
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Atomically (temporary file, then rename)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(payload, indent=1))
+    os.replace(temporary, path)
+
+
+def train(config: RunConfig) -> dict[str, Any]:
+    """Train, select the best epoch by validation macro F1, test it, write the run folder.
+
+    Returns:
+        The content of ``metrics.json``.
+    """
+    config.validate()
+    # Under DDP the launcher re-runs this function in every process; only the first prepares
+    # and writes the folder (the others find it already there).
+    is_first_process = rank_zero_only.rank == 0
+    run_dir = prepare_run_dir(config) if is_first_process else Path(config.out)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    bundle = load_run_data(config)
+    counts = bundle.class_counts()
+    channels = config.channels or bundle.channels
+    task = bundle.task
+    if is_first_process:
+        bundle.save_splits(run_dir / "splits")
+        save_yaml(config, run_dir / "config.yaml")
+    loaders = build_loaders(config, bundle, channels)
+    module = ClassificationModule(config.to_dict(), bundle.classes, counts, channels, task)
+    trainer = build_trainer(config, run_dir)
+    with warnings.catch_warnings():
+        # Small datasets give Lightning's few-batches and no-workers hints on every run.
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*number of training batches.*")
+        resume_from = run_dir / LAST_CHECKPOINT if config.resume else None
+        trainer.fit(module, loaders["train"], loaders["val"], ckpt_path=resume_from)
+        best = run_dir / BEST_CHECKPOINT
+        chosen = best if best.is_file() else run_dir / LAST_CHECKPOINT
+        trainer.validate(module, loaders["val"], ckpt_path=chosen, verbose=False)
+        trainer.test(module, loaders["test"], ckpt_path=chosen, verbose=False)
+    metrics = {
+        "val": module.summaries["val"],
+        "test": module.summaries["test"],
+        "config": config.to_dict(),
+        "dataset": {
+            "name": bundle.name,
+            "classes": bundle.classes,
+            "counts": bundle.summary(),
+            "notes": bundle.notes,
+        },
+        "checkpoint": str(chosen.relative_to(run_dir)),
+        "loss_state": module.loss_state(),
+    }
+    if trainer.is_global_zero:
+        write_outputs(run_dir, metrics)
+    return metrics
+
+
+def write_outputs(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """``metrics.json``, ``report.md`` and the figures."""
+    test = metrics["test"]
+    figures = []
+    if "confusion_matrix" in test:
+        confusion_matrix_plot(
+            test["confusion_matrix"], list(test["per_class"]), run_dir / "confusion_matrix.png"
+        )
+        figures.append("confusion_matrix.png")
+    per_class_f1_plot(test["per_class"], run_dir / "per_class_f1.png")
+    figures.append("per_class_f1.png")
+    training_curves_plot(
+        read_metrics_csv(run_dir / "logs" / "csv"),
+        run_dir / "training_curves.png",
+    )
+    figures.append("training_curves.png")
+    config = metrics["config"]
+    title = f"{config['loss']} on {config['dataset']} ({config['model']}, seed {config['seed']})"
+    notes = dict(metrics["dataset"]["notes"])
+    notes["training counts"] = str(metrics["dataset"]["counts"]["train"])
+    notes["checkpoint"] = metrics["checkpoint"]
+    (run_dir / "report.md").write_text(
+        run_report(title, {"val": metrics["val"], "test": test}, notes, figures)
+    )
+    write_json(run_dir / "metrics.json", metrics)

@@ -1,0 +1,92 @@
+"""Trainer construction: loggers, checkpoints (written atomically), progress, scaling flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from torch_imbalance.engine.config import RunConfig
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it, then renames it into place: a run
+    killed while saving leaves the previous checkpoint intact, never a truncated one."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        torch.save(checkpoint, temporary)
+        os.replace(temporary, path)
+
+
+def parse_devices(devices: str) -> int | str | list[int]:
+    """``"auto"``, a count (``"2"``) or a list of ids (``"0,1"``) as Lightning expects."""
+    text = str(devices).strip()
+    if text == "auto" or text == "-1":
+        return text if text == "auto" else -1
+    if "," in text:
+        return [int(part) for part in text.split(",") if part]
+    return int(text)
+
+
+def log_version(run_dir: Path, resume: bool) -> str:
+    """``""`` for a new run; ``resume-<k>`` for the k-th resume, so that resuming never
+    replaces the logs of the attempts before it."""
+    if not resume:
+        return ""
+    attempt = 1
+    while (run_dir / "logs" / "csv" / f"resume-{attempt}").exists():
+        attempt += 1
+    return f"resume-{attempt}"
+
+
+def build_trainer(config: RunConfig, run_dir: Path, enable_checkpoints: bool = True) -> pl.Trainer:
+    """A Trainer logging to CSV and TensorBoard under ``run_dir/logs`` and keeping the best
+    (validation macro F1) and the last checkpoint under ``run_dir/checkpoints``."""
+    callbacks: list[pl.Callback] = []
+    if enable_checkpoints:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename="best",
+                monitor="val/macro_f1",
+                mode="max",
+                save_last=True,
+                auto_insert_metric_name=False,
+            )
+        )
+    if config.progress:
+        callbacks.append(RichProgressBar(leave=False))
+    version = log_version(run_dir, config.resume)
+    loggers = [
+        CSVLogger(run_dir / "logs", name="csv", version=version),
+        TensorBoardLogger(
+            run_dir / "logs", name="tensorboard", version=version, default_hp_metric=False
+        ),
+    ]
+    return pl.Trainer(
+        max_epochs=config.epochs,
+        accelerator=config.accelerator,
+        devices=parse_devices(config.devices),
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        precision=config.precision,
+        logger=loggers,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=config.progress,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        deterministic=False,
+        default_root_dir=run_dir,
+    )

@@ -1,0 +1,1 @@
+"""Explanations (Grad-CAM)."""

@@ -1,0 +1,231 @@
+"""Compiled whole-tensor kernels for the target-gap losses (``_fused._GapLoss``).
+
+The chunked eager kernels in ``_fused`` pay one dispatch per operation per chunk; on large inputs
+with few classes (segmentation with 2-5 classes, the common medical case) that overhead, not the
+arithmetic, sets their cost. Here the same forward (per-element loss, ``logsumexp_{j≠t} y`` and
+``∂ℓ/∂u`` of every head) and the same closed-form backward are written as plain tensor code over
+the whole input and handed to ``torch.compile``, which fuses each into one or two loops
+(vectorised C++ with OpenMP on CPU, Triton on CUDA) without full-size temporaries.
+
+When it is used is set by :func:`set_compile_mode` or the ``TORCH_IMBALANCE_COMPILE`` environment
+variable: ``"auto"`` (default: inputs of at least :data:`MIN_COMPILED_ELEMENTS` logits on CPU or
+CUDA), ``"always"`` or ``"never"``. Compiling takes a few seconds per loss configuration and
+input shape; if it fails (no C++ compiler, unsupported platform) a warning is given once and the
+eager kernels are used from then on. Both paths compute the same function, to rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import types
+import warnings
+from collections.abc import Callable, Hashable
+from typing import Any, Literal
+
+import torch
+
+CompileMode = Literal["auto", "always", "never"]
+
+#: Smallest input (in logits) that ``"auto"`` compiles: below it the eager kernels run a handful
+#: of chunks and compiling would not pay for itself.
+MIN_COMPILED_ELEMENTS = 1 << 20
+
+_MODES = ("auto", "always", "never")
+_state: dict[str, Any] = {"mode": os.environ.get("TORCH_IMBALANCE_COMPILE", "auto"), "broken": None}
+_kernels: dict[Hashable, tuple[Callable[..., Any], Callable[..., Any]]] = {}
+
+
+def set_compile_mode(mode: CompileMode) -> None:
+    """Choose when the target-gap losses (focal, LDAM, LMF, CE family, priors, Poly-1) run on
+    compiled kernels.
+
+    Args:
+        mode: ``"auto"`` (inputs of at least ``MIN_COMPILED_ELEMENTS`` logits on CPU or CUDA),
+            ``"always"`` or ``"never"``.
+
+    Example:
+        >>> import torch_imbalance as ti
+        >>> ti.set_compile_mode("never")
+        >>> ti.get_compile_mode()
+        'never'
+        >>> ti.set_compile_mode("auto")
+    """
+    if mode not in _MODES:
+        raise ValueError(f"compile mode must be one of {_MODES}, got {mode!r}")
+    _state["mode"] = mode
+    _state["broken"] = None
+
+
+def get_compile_mode() -> CompileMode:
+    """The current compile mode (see :func:`set_compile_mode`)."""
+    mode = _state["mode"]
+    if mode not in _MODES:
+        raise ValueError(f"TORCH_IMBALANCE_COMPILE must be one of {_MODES}, got {mode!r}")
+    return mode
+
+
+def wants_compiled(logits: torch.Tensor) -> bool:
+    """Whether this input goes to the compiled kernels."""
+    mode = get_compile_mode()
+    if mode == "never" or _state["broken"] is not None or torch.compiler.is_compiling():
+        return False
+    if mode == "always":
+        return True
+    return logits.numel() >= MIN_COMPILED_ELEMENTS and logits.device.type in ("cpu", "cuda")
+
+
+def compile_broken() -> bool:
+    """Whether an earlier compile failed (the eager kernels are then used)."""
+    return _state["broken"] is not None
+
+
+def mark_broken(error: BaseException) -> None:
+    """Stop compiling after a failure and say so once."""
+    _state["broken"] = error
+    warnings.warn(
+        f"torch_imbalance: compiling the fused loss kernels failed ({type(error).__name__}: "
+        f"{str(error).splitlines()[0] if str(error) else ''}); using the eager kernels from now "
+        "on. Set TORCH_IMBALANCE_COMPILE=never to skip the attempt.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _head_key(head_loss: Callable[..., Any]) -> Hashable:
+    if isinstance(head_loss, functools.partial):
+        return (head_loss.func, head_loss.args, tuple(sorted(head_loss.keywords.items())))
+    return head_loss
+
+
+def gap_kernels(
+    head_loss: Callable[..., Any],
+    scales: tuple[float, ...],
+    has_offset: tuple[bool, ...],
+    has_shift: tuple[bool, ...],
+    dtype: torch.dtype,
+    floor: float,
+    gamma: float | None,
+    wants_gamma: bool,
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """Compiled ``(forward, backward)`` for one loss configuration (cached).
+
+    A float ``gamma`` is compiled in as a constant (``None``: γ is a tensor argument);
+    ``wants_gamma`` adds the ``∂ℓ/∂γ`` output.
+    """
+    key = (_head_key(head_loss), scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma)
+    if key not in _kernels:
+        spec = _Spec(scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma)
+        number = len(_kernels)
+        forward = _specialise(_gap_forward, number, spec=spec, head_loss=head_loss)
+        backward = _specialise(_gap_backward, number, spec=spec)
+        _kernels[key] = (torch.compile(forward), torch.compile(backward))
+    return _kernels[key]
+
+
+def _specialise(function: Callable[..., Any], number: int, **keywords: Any) -> Callable[..., Any]:
+    """A copy of ``function`` with its own code object and the keyword-only arguments bound.
+
+    Why: torch.compile keeps its cache (and its recompile limit) per code object; a copy per
+    configuration keeps the configurations from evicting each other.
+    """
+    code = function.__code__.replace(co_name=f"{function.__name__}_{number}")
+    copy = types.FunctionType(code, function.__globals__, code.co_name)
+    copy.__kwdefaults__ = keywords
+    return copy
+
+
+class _Spec:
+    """The static part of a configuration (baked into the compiled code)."""
+
+    def __init__(
+        self,
+        scales: tuple[float, ...],
+        has_offset: tuple[bool, ...],
+        has_shift: tuple[bool, ...],
+        dtype: torch.dtype,
+        floor: float,
+        gamma: float | None,
+        wants_gamma: bool,
+    ) -> None:
+        self.scales, self.has_offset, self.has_shift = scales, has_offset, has_shift
+        self.dtype, self.floor = dtype, floor
+        self.gamma, self.wants_gamma = gamma, wants_gamma
+
+
+def _head_logits(
+    z: torch.Tensor, k: int, spec: _Spec, offsets: list[torch.Tensor | None]
+) -> torch.Tensor:
+    y = z * spec.scales[k] if spec.scales[k] != 1.0 else z
+    offset = offsets[k]
+    if offset is not None:
+        y = y + offset.view(1, -1, 1)
+    return y
+
+
+def _gap_forward(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    element_weight: torch.Tensor,
+    offsets: list[torch.Tensor | None],
+    shifts: list[torch.Tensor | None],
+    gamma: torch.Tensor,
+    *,
+    spec: _Spec,
+    head_loss: Callable[..., Any],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(N, C, S)`` logits -> loss, ``lse_{j≠t}`` per head, ``w·∂ℓ/∂u`` per head and, when
+    asked for, ``w·∂ℓ/∂γ``."""
+    z = logits.to(spec.dtype)
+    index = target.unsqueeze(1)
+    is_target = torch.arange(z.shape[1], device=z.device).view(1, -1, 1) == index
+    # Masked sums instead of gathers: the class loop is unrolled and stays vectorised.
+    z_target = torch.where(is_target, z, 0.0).sum(1)
+    gaps, lses = [], []
+    for k in range(len(spec.scales)):
+        y = _head_logits(z, k, spec, offsets).masked_fill(is_target, float("-inf"))
+        top = y.amax(1, keepdim=True)
+        lse = (y - top).clamp_min(spec.floor).exp().sum(1).log() + top.squeeze(1)
+        y_target = z_target * spec.scales[k]
+        offset, shift = offsets[k], shifts[k]
+        if offset is not None:
+            y_target = y_target + torch.where(is_target, offset.view(1, -1, 1), 0.0).sum(1)
+        if shift is not None:
+            y_target = y_target - torch.where(is_target, shift.view(1, -1, 1), 0.0).sum(1)
+        gaps.append(lse - y_target)
+        lses.append(lse)
+    value, derivatives, d_gamma = head_loss(gaps, gamma if spec.gamma is None else spec.gamma)
+    weight = element_weight.to(spec.dtype)
+    slopes = torch.stack([d * weight for d in derivatives])
+    if not spec.wants_gamma:
+        d_gamma = None
+    elif d_gamma is None:
+        d_gamma = torch.zeros_like(value)
+    else:
+        d_gamma = d_gamma * weight
+    return value * weight, torch.stack(lses), slopes, d_gamma
+
+
+def _gap_backward(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    lses: torch.Tensor,
+    slopes: torch.Tensor,
+    upstream: torch.Tensor,
+    offsets: list[torch.Tensor | None],
+    *,
+    spec: _Spec,
+) -> torch.Tensor:
+    """``Σ_k (w·ℓ'_k·g) ∂u_k/∂z`` as ``(N, C, S)`` in the logits' dtype."""
+    z = logits.to(spec.dtype)
+    is_target = torch.arange(z.shape[1], device=z.device).view(1, -1, 1) == target.unsqueeze(1)
+    total: torch.Tensor | None = None
+    at_target: torch.Tensor | None = None
+    for k in range(len(spec.scales)):
+        coefficient = slopes[k] * upstream * spec.scales[k]
+        y = _head_logits(z, k, spec, offsets)
+        q = (y - lses[k].unsqueeze(1)).clamp_min(spec.floor).exp() * coefficient.unsqueeze(1)
+        total = q if total is None else total + q
+        at_target = -coefficient if at_target is None else at_target - coefficient
+    assert total is not None and at_target is not None
+    return torch.where(is_target, at_target.unsqueeze(1), total).to(logits.dtype)

@@ -1,0 +1,98 @@
+"""Classification metrics as torchmetrics collections (synchronised across processes under
+DDP), and their conversion to the run's ``metrics.json`` layout.
+
+Multi-class: macro F1 (primary), balanced accuracy (mean recall = ISIC 2019's balanced
+multi-class accuracy), accuracy, macro precision and recall, macro AUROC, expected calibration
+error (15 bins, L1), per-class precision/recall/F1/support and the confusion matrix.
+Multi-label: macro F1 over labels, macro precision and recall, mAP (macro average precision),
+macro AUROC and per-label precision/recall/F1/support. Classes without predictions count as
+precision 0 (as scikit-learn's ``zero_division=0``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassCalibrationError,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+    MultilabelAUROC,
+    MultilabelAveragePrecision,
+    MultilabelF1Score,
+    MultilabelPrecision,
+    MultilabelRecall,
+    MultilabelStatScores,
+)
+
+PRIMARY_METRIC = "macro_f1"
+
+
+def build_classification_metrics(num_classes: int, task: str = "multiclass") -> MetricCollection:
+    """A collection updated with ``(probabilities (N, C), target)``: class indices ``(N,)``
+    for ``"multiclass"``, 0/1 rows ``(N, C)`` for ``"multilabel"``."""
+    if task == "multilabel":
+        labels = {"num_labels": num_classes}
+        return MetricCollection(
+            {
+                "macro_f1": MultilabelF1Score(**labels, average="macro"),
+                "macro_precision": MultilabelPrecision(**labels, average="macro"),
+                "macro_recall": MultilabelRecall(**labels, average="macro"),
+                "map": MultilabelAveragePrecision(**labels, average="macro"),
+                "auroc": MultilabelAUROC(**labels, average="macro"),
+                "f1_per_class": MultilabelF1Score(**labels, average=None),
+                "precision_per_class": MultilabelPrecision(**labels, average=None),
+                "recall_per_class": MultilabelRecall(**labels, average=None),
+                "stats_per_class": MultilabelStatScores(**labels, average=None),
+            },
+            compute_groups=False,
+        )
+    classes = {"num_classes": num_classes}
+    return MetricCollection(
+        {
+            "macro_f1": MulticlassF1Score(**classes, average="macro"),
+            "balanced_accuracy": MulticlassRecall(**classes, average="macro"),
+            "accuracy": MulticlassAccuracy(**classes, average="micro"),
+            "macro_precision": MulticlassPrecision(**classes, average="macro"),
+            "macro_recall": MulticlassRecall(**classes, average="macro"),
+            "auroc": MulticlassAUROC(**classes, average="macro"),
+            "ece": MulticlassCalibrationError(**classes, n_bins=15, norm="l1"),
+            "f1_per_class": MulticlassF1Score(**classes, average=None),
+            "precision_per_class": MulticlassPrecision(**classes, average=None),
+            "recall_per_class": MulticlassRecall(**classes, average=None),
+            "confusion_matrix": MulticlassConfusionMatrix(**classes),
+        },
+        compute_groups=False,
+    )
+
+
+def summarise_classification(computed: dict[str, torch.Tensor], classes: list[str]) -> dict:
+    """The computed collection as plain numbers: scalar metrics, ``per_class`` and, for
+    multi-class data, ``confusion_matrix`` (rows = true class)."""
+    out: dict[str, Any] = {}
+    for name, value in computed.items():
+        if value.ndim == 0:
+            out[name] = float(value)
+    if "confusion_matrix" in computed:
+        matrix = computed["confusion_matrix"].long()
+        support = matrix.sum(1).tolist()
+        out["confusion_matrix"] = matrix.tolist()
+    else:
+        stats = computed["stats_per_class"].long()  # (C, 5): tp, fp, tn, fn, support
+        support = stats[:, 4].tolist()
+    out["per_class"] = {
+        name: {
+            "precision": float(computed["precision_per_class"][i]),
+            "recall": float(computed["recall_per_class"][i]),
+            "f1": float(computed["f1_per_class"][i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(classes)
+    }
+    return out

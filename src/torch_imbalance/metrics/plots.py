@@ -1,0 +1,130 @@
+"""Figures of a run (matplotlib, no screen needed)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def confusion_matrix_plot(matrix: list[list[int]], classes: list[str], path: Path) -> None:
+    """Row-normalised confusion matrix (recall per true class) with the counts written in."""
+    counts = np.asarray(matrix, dtype=float)
+    rows = counts.sum(1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    size = max(4.0, 0.6 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(
+                j,
+                i,
+                f"{int(counts[i, j])}",
+                ha="center",
+                va="center",
+                color="white" if share[i, j] > 0.5 else "black",
+                fontsize=8,
+            )
+    ax.set_title("confusion matrix (colour: share of the true class)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def per_class_f1_plot(per_class: dict[str, dict[str, float]], path: Path) -> None:
+    """Per-class F1 bars, annotated with each class's test support."""
+    names = list(per_class)
+    f1 = [per_class[n]["f1"] for n in names]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(names) + 2), 3.5))
+    bars = ax.bar(range(len(names)), f1, color="tab:blue")
+    for bar, name in zip(bars, names, strict=True):
+        ax.text(
+            bar.get_x() + bar.get_width() / 2,
+            bar.get_height() + 0.01,
+            f"n={per_class[name]['support']}",
+            ha="center",
+            fontsize=7,
+        )
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("F1")
+    ax.set_title("per-class F1 (test)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def read_metrics_csv(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Lightning's CSV logs under ``folder`` (the first attempt, then each resume) as
+    ``{column: [(epoch, value), ...]}``; a later attempt's value for an epoch replaces an
+    earlier one, empty cells are skipped."""
+    merged: dict[str, dict[int, float]] = {}
+    files = sorted(folder.glob("*/metrics.csv"), key=lambda p: _attempt(p.parent.name))
+    for path in [folder / "metrics.csv", *files]:
+        if not path.is_file():
+            continue
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                epoch = row.get("epoch")
+                if not epoch:
+                    continue
+                for key, value in row.items():
+                    if key in ("epoch", "step") or not value:
+                        continue
+                    merged.setdefault(key, {})[int(float(epoch))] = float(value)
+    return {key: sorted(values.items()) for key, values in merged.items()}
+
+
+def _attempt(name: str) -> int:
+    return int(name.rsplit("-", 1)[-1]) if name.startswith("resume-") else 0
+
+
+def training_curves_plot(series: dict[str, list[tuple[int, float]]], path: Path) -> None:
+    """Loss curves, validation macro F1 / balanced accuracy, and γ and class weights when the
+    loss has them."""
+    panels = [
+        ("loss", [k for k in ("train/loss", "val/loss") if k in series]),
+        ("validation", [k for k in ("val/macro_f1", "val/balanced_accuracy") if k in series]),
+        ("loss state", sorted(k for k in series if k.startswith("loss/"))),
+    ]
+    panels = [(title, keys) for title, keys in panels if keys]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.3))
+    axes = np.atleast_1d(axes)
+    for ax, (title, keys) in zip(axes, panels, strict=False):
+        for key in keys:
+            epochs, values = zip(*series[key], strict=True)
+            ax.plot(epochs, values, marker="o", markersize=3, label=key)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def comparison_plot(
+    summary: dict[str, dict[str, tuple[float, float]]], metrics: list[str], path: Path
+) -> None:
+    """Mean ± std per loss for each metric (one panel per metric)."""
+    losses = list(summary)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        means = [summary[loss][metric][0] for loss in losses]
+        stds = [summary[loss][metric][1] for loss in losses]
+        ax.bar(range(len(losses)), means, yerr=stds, capsize=3, color="tab:blue")
+        ax.set_xticks(range(len(losses)), losses, rotation=45, ha="right")
+        ax.set_title(metric)
+        ax.set_ylim(0, 1.05)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,191 @@
+"""End-to-end runs of the ``torch-imbalance`` command on tiny data."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from harness_helpers import write_imagefolder
+
+from torch_imbalance.cli.main import main
+
+FAST = ["--image-size", "16", "--batch-size", "64", "--model", "resnet18", "--no-progress"]
+RUN_FILES = (
+    "config.yaml",
+    "metrics.json",
+    "report.md",
+    "confusion_matrix.png",
+    "per_class_f1.png",
+    "training_curves.png",
+    "checkpoints/best.ckpt",
+    "checkpoints/last.ckpt",
+    "splits/train.csv",
+    "splits/val.csv",
+    "splits/test.csv",
+    "logs/csv/metrics.csv",
+)
+TEST_KEYS = {
+    "macro_f1",
+    "balanced_accuracy",
+    "accuracy",
+    "macro_precision",
+    "macro_recall",
+    "auroc",
+    "ece",
+    "per_class",
+}
+
+
+@pytest.mark.slow
+def test_train_on_digits_lt_writes_the_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "digits-lt",
+            "--loss",
+            "lmf",
+            "--epochs",
+            "2",
+            "--seed",
+            "0",
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
+    assert code == 0
+    for name in RUN_FILES:
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"val", "test", "config"}
+    assert TEST_KEYS <= set(metrics["test"])
+    assert set(metrics["test"]["per_class"]) == {str(d) for d in range(10)}
+    assert set(metrics["test"]["per_class"]["0"]) == {"precision", "recall", "f1", "support"}
+    assert metrics["config"]["loss"] == "lmf" and metrics["config"]["epochs"] == 2
+    assert "macro_f1" in capsys.readouterr().out
+    # The run folder is never overwritten without --overwrite.
+    again = main(["train", "--dataset", "digits-lt", "--epochs", "1", "--out", str(out), *FAST])
+    assert again == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits-lt",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--overwrite",
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    assert json.loads((out / "metrics.json").read_text())["config"]["loss"] == "ce"
+
+
+@pytest.mark.slow
+def test_imagefolder_train_with_yaml_config_then_evaluate(tmp_path):
+    root = write_imagefolder(tmp_path / "data", {"common": 24, "rare": 8})
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "dataset: imagefolder\nloss: focal\nepochs: 3\nloss_params:\n  gamma: 1.5\n"
+        "sampler: oversample\nchannels: 3\n"
+    )
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--root",
+                str(root),
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    saved = json.loads((out / "metrics.json").read_text())["config"]
+    assert saved["epochs"] == 1  # the flag overrides the file
+    assert saved["loss_params"] == {"gamma": 1.5} and saved["sampler"] == "oversample"
+    evaluation = tmp_path / "eval"
+    assert main(["evaluate", str(out / "checkpoints" / "best.ckpt"), "--out", str(evaluation)]) == 0
+    evaluated = json.loads((evaluation / "metrics.json").read_text())["test"]
+    trained = json.loads((out / "metrics.json").read_text())["test"]
+    assert evaluated["macro_f1"] == pytest.approx(trained["macro_f1"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--loss", "not_a_loss"], "unknown loss 'not_a_loss'"),
+        (["--model", "resnet_eighteen"], "unknown timm model 'resnet_eighteen'"),
+        (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+        (["--epochs", "0"], "epochs must be at least 1"),
+        (["--loss-param", "gamma=-1", "--loss", "focal"], "gamma"),
+    ],
+)
+def test_bad_settings_give_a_clear_error(tmp_path, capsys, args, message):
+    code = main(["train", "--dataset", "digits-lt", "--out", str(tmp_path / "r"), *FAST, *args])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resume_needs_a_checkpoint(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "r"), "--resume", *FAST]) == 2
+    assert "no checkpoint to resume from" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compare_runs_the_grid_and_skips_finished_runs(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    args = [
+        "compare",
+        "--dataset",
+        "digits-lt",
+        "--losses",
+        "ce,focal",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        *FAST,
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "macro_f1" in printed and "summary.md" in printed
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["loss"], r["seed"]) for r in rows] == [("ce", "0"), ("focal", "0")]
+    summary = (out / "summary.md").read_text()
+    assert "| resnet18 | focal |" in summary and "**" in summary
+    assert (out / "summary.png").is_file()
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("skipped") == 2
+
+
+def test_datasets_command_lists_the_builtin_datasets(capsys):
+    assert main(["datasets", "--no-counts"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("br35h", "br35h-lt", "elpv", "digits-lt"):
+        assert name in printed
+
+
+def test_every_command_has_help(capsys):
+    for command in ("train", "evaluate", "compare", "datasets"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+    assert "--strategy" in capsys.readouterr().out

@@ -1,0 +1,101 @@
+"""The compiled whole-tensor kernels (``_compiled``) against the float64 references and the
+eager kernels, and their fallback when compiling fails."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from cases import CASES, make_batch
+
+import torch_imbalance as ti
+from torch_imbalance.functional import _compiled
+
+# The multi-class target-gap losses: those the compiled kernels serve.
+GAP_CASES = [c for c in CASES if "multiclass" in c.tasks and not c.name.startswith("dual_focal")]
+
+
+@pytest.fixture
+def mode():
+    def set_mode(value):
+        ti.set_compile_mode(value)
+
+    yield set_mode
+    ti.set_compile_mode("auto")
+
+
+@pytest.mark.parametrize("case", GAP_CASES, ids=lambda c: c.name)
+def test_compiled_matches_reference_and_eager(mode, case):
+    z, t = make_batch("multiclass", (3, 4, 5, 6), 0.2)
+    weight = torch.linspace(0.5, 1.5, 4, dtype=torch.float64)
+    probe = torch.randn(t.shape, dtype=torch.float64)
+    results = {}
+    for value in ("always", "never"):
+        mode(value)
+        x = z.clone().requires_grad_()
+        loss = case.call_ours(x, t, reduction="none", weight=weight)
+        (grad,) = torch.autograd.grad((loss * probe).sum(), x)
+        results[value] = (loss, grad)
+    x = z.clone().requires_grad_()
+    expected = case.call_reference(x, t, reduction="none", weight=weight)
+    (expected_grad,) = torch.autograd.grad((expected * probe).sum(), x)
+    torch.testing.assert_close(results["always"][0], expected, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(results["always"][1], expected_grad, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(results["always"][0], results["never"][0], rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(results["always"][1], results["never"][1], rtol=1e-10, atol=1e-12)
+
+
+def test_compiled_float32_mean_and_learnable_gamma(mode):
+    z, t = make_batch("multiclass", (64, 5), 0.1, dtype=torch.float32)
+    grads = {}
+    for value in ("always", "never"):
+        mode(value)
+        x = z.clone().requires_grad_()
+        gamma = torch.tensor(1.3, requires_grad=True)
+        loss = ti.functional.lmf_loss(x, t, [50, 20, 9, 4, 1], gamma=gamma)
+        loss.backward()
+        grads[value] = (loss.detach(), x.grad, gamma.grad)
+    for a, b in zip(grads["always"], grads["never"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_auto_mode_compiles_only_large_inputs(mode, monkeypatch):
+    mode("auto")
+    small = torch.zeros(4, 3)
+    assert not _compiled.wants_compiled(small)
+    monkeypatch.setattr(_compiled, "MIN_COMPILED_ELEMENTS", 12)
+    assert _compiled.wants_compiled(small)
+    mode("never")
+    assert not _compiled.wants_compiled(small)
+
+
+def test_failed_compile_warns_once_and_falls_back(mode, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(_compiled, "MIN_COMPILED_ELEMENTS", 0)
+    from torch_imbalance.functional import _fused
+
+    monkeypatch.setattr(_fused, "gap_kernels", broken)
+    mode("auto")
+    z, t = make_batch("multiclass", (6, 3), 0.0)
+    expected = torch.nn.functional.cross_entropy(z, t)
+    with pytest.warns(UserWarning, match="no compiler here"):
+        got = ti.functional.focal_loss(z, t, gamma=0.0)
+    torch.testing.assert_close(got, expected)
+    assert _compiled.compile_broken()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once: the eager kernels run without a word
+        ti.functional.focal_loss(z, t, gamma=0.0)
+    mode("always")
+    with pytest.raises(RuntimeError, match="no compiler here"):
+        ti.functional.focal_loss(z, t, gamma=0.0)
+
+
+def test_compile_mode_is_validated(mode, monkeypatch):
+    with pytest.raises(ValueError, match="compile mode must be one of"):
+        ti.set_compile_mode("sometimes")  # type: ignore[arg-type]
+    monkeypatch.setitem(_compiled._state, "mode", "fast")
+    with pytest.raises(ValueError, match="TORCH_IMBALANCE_COMPILE must be one of"):
+        ti.get_compile_mode()
