@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -27,4 +28,90 @@ def write_imagefolder(
         for label, (name, count) in enumerate(counts.items()):
             for i in range(count):
                 write_image(root / split / name / f"{name}_{i}{suffix}", label * 1000 + i)
+    return root
+
+
+def write_csv(path: Path, header: list, rows: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+ODIR_LABELS = ["N", "D", "G", "C", "A", "H", "M", "O"]
+
+
+def write_odir(root, patients=40):
+    rows = []
+    rng = np.random.default_rng(0)
+    for pid in range(patients):
+        hot = np.zeros(8, dtype=int)
+        hot[pid % 8] = 1
+        if pid % 5 == 0:
+            hot[(pid + 3) % 8] = 1  # a few patients with two labels
+        left, right = f"{pid}_left.jpg", f"{pid}_right.jpg"
+        for name in (left, right):
+            write_image(root / "Training Images" / name, pid * 2 + rng.integers(2), size=8)
+        rows.append([pid, 60, "Female", left, right, "kw", "kw", *hot.tolist()])
+    write_csv(
+        root / "ODIR-5K_Training_Annotations.csv",
+        [
+            "ID",
+            "Patient Age",
+            "Patient Sex",
+            "Left-Fundus",
+            "Right-Fundus",
+            "Left-Diagnostic Keywords",
+            "Right-Diagnostic Keywords",
+            *ODIR_LABELS,
+        ],
+        rows,
+    )
+    return root
+
+
+HAM10000_CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+
+
+def write_ham10000(root, lesions_per_class=6, images_per_lesion=2):
+    rows, n = [], 0
+    for dx in HAM10000_CLASSES:
+        for lesion in range(lesions_per_class):
+            for _ in range(images_per_lesion):
+                image_id = f"ISIC_{n:07d}"
+                folder = "HAM10000_images_part_1" if n % 2 else "HAM10000_images_part_2"
+                write_image(root / folder / f"{image_id}.jpg", n, size=8)
+                rows.append([f"HAM_{dx}_{lesion}", image_id, dx, "histo", 50, "male", "back"])
+                n += 1
+    write_csv(
+        root / "HAM10000_metadata.csv",
+        ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"],
+        rows,
+    )
+    return root
+
+
+ISIC2019_CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"]
+
+
+def write_isic2019(root: Path, images: int = 48, unknown_row: int | None = None) -> Path:
+    """Ground truth (one-hot, UNK column), metadata with lesion ids, ``<image>.jpg`` files."""
+    header = ["image", *ISIC2019_CLASSES, "UNK"]
+    rows, meta = [], []
+    for i in range(images):
+        label = i % 8
+        name = f"ISIC_{i:07d}"
+        write_image(root / "ISIC_2019_Training_Input" / f"{name}.jpg", i, size=8)
+        hot = [1.0 if c == label else 0.0 for c in range(8)] + [0.0]
+        if i == unknown_row:
+            hot = [0.0] * 8 + [1.0]
+        rows.append([name, *hot])
+        meta.append([name, "anterior torso", f"lesion{i // 2}" if i % 3 else ""])
+    write_csv(root / "ISIC_2019_Training_GroundTruth.csv", header, rows)
+    write_csv(
+        root / "ISIC_2019_Training_Metadata.csv",
+        ["image", "anatom_site_general", "lesion_id"],
+        meta,
+    )
     return root

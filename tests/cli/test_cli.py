@@ -6,7 +6,7 @@ import csv
 import json
 
 import pytest
-from harness_helpers import write_imagefolder
+from harness_helpers import write_ham10000, write_imagefolder, write_isic2019, write_odir
 
 from torch_imbalance.cli.main import main
 
@@ -123,6 +123,116 @@ def test_imagefolder_train_with_yaml_config_then_evaluate(tmp_path):
     evaluated = json.loads((evaluation / "metrics.json").read_text())["test"]
     trained = json.loads((out / "metrics.json").read_text())["test"]
     assert evaluated["macro_f1"] == pytest.approx(trained["macro_f1"])
+    figure = tmp_path / "cam.png"
+    best = str(out / "checkpoints" / "best.ckpt")
+    last = str(out / "checkpoints" / "last.ckpt")
+    assert main(["gradcam", best, last, "--out", str(figure), "--count", "2"]) == 0
+    from PIL import Image
+
+    with Image.open(figure) as image:
+        width, height = image.size
+    assert width > height  # two images (rows) under two checkpoints (+ the image column)
+    assert main(["gradcam", best, "--out", str(figure)]) == 2  # never overwritten silently
+    assert main(["gradcam", best, "--out", str(tmp_path / "x.png"), "--images", "999"]) == 2
+
+
+@pytest.mark.slow
+def test_multilabel_training_on_odir5k(tmp_path):
+    root = write_odir(tmp_path / "odir", patients=48)
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "odir5k",
+            "--root",
+            str(root),
+            "--loss",
+            "focal",
+            "--epochs",
+            "1",
+            "--val-fraction",
+            "0.25",
+            "--test-fraction",
+            "0.25",
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
+    assert code == 0
+    test = json.loads((out / "metrics.json").read_text())["test"]
+    assert {"macro_f1", "map", "auroc", "per_class"} <= set(test)
+    assert set(test["per_class"]) == {
+        "Normal",
+        "Diabetes",
+        "Glaucoma",
+        "Cataract",
+        "AMD",
+        "Hypertension",
+        "Myopia",
+        "Other",
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["br35h", "br35h-lt", "elpv", "digits-lt"])
+def test_smoke_run_on_each_builtin_dataset(tmp_path, name):
+    from torch_imbalance.data import is_installed
+
+    if not is_installed(name):
+        pytest.skip(f"{name}'s package is not installed")
+    out = tmp_path / name
+    code = main(
+        [
+            "train",
+            "--dataset",
+            name,
+            "--loss",
+            "lmf",
+            "--epochs",
+            "1",
+            "--max-per-class",
+            "8",
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
+    assert code == 0
+    test = json.loads((out / "metrics.json").read_text())["test"]
+    assert 0.0 <= test["macro_f1"] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["ham10000", "isic2019"])
+def test_end_to_end_on_the_dermoscopy_formats(tmp_path, layout):
+    root = (write_ham10000 if layout == "ham10000" else write_isic2019)(tmp_path / "d")
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--dataset",
+            layout,
+            "--root",
+            str(root),
+            "--loss",
+            "ldam_drw",
+            "--epochs",
+            "2",
+            "--val-fraction",
+            "0.25",
+            "--test-fraction",
+            "0.25",
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["dataset"] == layout
+    assert (out / "splits" / "train.csv").is_file()
 
 
 @pytest.mark.parametrize(
@@ -184,7 +294,7 @@ def test_datasets_command_lists_the_builtin_datasets(capsys):
 
 
 def test_every_command_has_help(capsys):
-    for command in ("train", "evaluate", "compare", "datasets"):
+    for command in ("train", "evaluate", "compare", "gradcam", "datasets"):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0

@@ -78,11 +78,15 @@ def test_samplers_are_epoch_seeded_and_balanced():
     first = list(over)
     over.set_epoch(3)
     assert list(over) == first
-    assert 0.35 < labels[first].mean() < 0.65
+    over.set_epoch(4)
+    assert list(over) != first
+    indices = [index for index, _ in first]
+    assert 0.35 < labels[indices].mean() < 0.65
+    assert len({draw for _, draw in first}) == len(first)  # one augmentation seed per draw
     under = build_sampler("undersample", labels, seed=0)
-    assert len(under) == 20 and labels[list(under)].sum() == 10
+    assert len(under) == 20 and labels[[i for i, _ in under]].sum() == 10
     shuffle = build_sampler("none", labels, seed=0)
-    assert sorted(shuffle) == list(range(100))
+    assert sorted(i for i, _ in shuffle) == list(range(100))
     with pytest.raises(ValueError, match="sampler must be one of"):
         build_sampler("smote", labels, 0)
     with pytest.raises(ValueError, match="single-label"):

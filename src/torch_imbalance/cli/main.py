@@ -48,6 +48,13 @@ def add_run_options(parser: argparse.ArgumentParser, with_loss: bool = True) -> 
         help="long-tail ratio of br35h-lt / digits-lt",
     )
     data.add_argument(
+        "--label-mode",
+        dest="label_mode",
+        choices=["multilabel", "single"],
+        default=SUPPRESS,
+        help="odir5k: all patients multi-label, or the single-label subset",
+    )
+    data.add_argument(
         "--train-fraction",
         dest="train_fraction",
         type=float,
@@ -173,6 +180,37 @@ def command_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_gradcam(args: argparse.Namespace) -> int:
+    from torch_imbalance.engine.evaluate import load_module
+    from torch_imbalance.engine.run import RunFolderError, load_run_data
+    from torch_imbalance.explain.gradcam import choose_images, gradcam_figure
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise RunFolderError(f"{out} already exists; pass --overwrite to replace it")
+    modules = []
+    for path in args.checkpoints:
+        module = load_module(Path(path))
+        modules.append((f"{module.config.loss} ({Path(path).parent.parent.name})", module))
+    config = modules[0][1].config
+    others = {m.config.dataset for _, m in modules} - {config.dataset}
+    if others:
+        raise RunFolderError(
+            f"the checkpoints were trained on different datasets: {config.dataset}, {others}"
+        )
+    bundle = load_run_data(config)
+    part = getattr(bundle, args.split)
+    indices = (
+        [int(v) for v in args.images.split(",") if v]
+        if args.images
+        else choose_images(part.labels, args.count)
+    )
+    channels = config.channels or bundle.channels
+    gradcam_figure(modules, bundle, args.split, indices, channels, config.image_size, out)
+    print(f"Grad-CAM figure: {out}")
+    return 0
+
+
 def command_datasets(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -262,6 +300,22 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--models", default=None, help="comma-separated timm names")
     add_run_options(compare, with_loss=False)
     compare.set_defaults(handler=command_compare)
+
+    gradcam = commands.add_parser(
+        "gradcam",
+        help="Grad-CAM overlays from one or more checkpoints",
+        description="Grad-CAM attention maps of test images under each checkpoint, side by "
+        "side in one PNG (the checkpoints must share a dataset).",
+    )
+    gradcam.add_argument("checkpoints", nargs="+", help=".ckpt files written by train")
+    gradcam.add_argument("--out", required=True, help="the PNG to write")
+    gradcam.add_argument("--split", choices=["val", "test"], default="test")
+    gradcam.add_argument("--images", default=None, help="comma-separated indices in the split")
+    gradcam.add_argument(
+        "--count", type=int, default=4, help="without --images: this many, classes in turn"
+    )
+    gradcam.add_argument("--overwrite", action="store_true")
+    gradcam.set_defaults(handler=command_gradcam)
 
     datasets = commands.add_parser(
         "datasets",

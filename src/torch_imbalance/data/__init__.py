@@ -14,7 +14,9 @@ from torch_imbalance.data.builtin import (
     load_digits_lt,
     load_elpv,
 )
+from torch_imbalance.data.dermoscopy import load_ham10000, load_isic2019
 from torch_imbalance.data.imagefolder import load_imagefolder
+from torch_imbalance.data.odir import load_odir5k
 from torch_imbalance.data.records import DatasetBundle, DatasetError, ImageSet
 from torch_imbalance.data.splits import limit_training_set
 
@@ -24,7 +26,12 @@ BUILTIN = {
     "elpv": load_elpv,
     "digits-lt": load_digits_lt,
 }
-FORMATS = {"imagefolder": load_imagefolder}
+FORMATS = {
+    "imagefolder": load_imagefolder,
+    "ham10000": load_ham10000,
+    "isic2019": load_isic2019,
+    "odir5k": load_odir5k,
+}
 
 
 def available_datasets() -> list[str]:

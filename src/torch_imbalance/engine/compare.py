@@ -96,7 +96,8 @@ def compare(
     header = (
         f"# Comparison on {base.get('dataset', 'digits-lt')}\n\n"
         f"{len(grid)} runs ({', '.join(models)}; seeds {', '.join(map(str, seeds))}); "
-        "test split, mean ± std over seeds; Δ = paired difference to `ce` (same seed), "
+        "test split, mean ± std over seeds (one seed: the value); Δ = paired difference to "
+        "`ce` (same seed), "
         "in points; best in bold.\n\n"
     )
     (out / "summary.md").write_text(header + table + "\n")
@@ -111,10 +112,11 @@ def compare(
         ["macro_f1", "balanced_accuracy"],
         out / "summary.png",
     )
-    console.print(table)
+    print(table)  # plain Markdown, unwrapped, to paste as is
     console.print(
         f"\n{len(grid)} runs in {wall:.0f} s · table: {out / 'summary.md'} · "
-        f"plot: {out / 'summary.png'} · per run: {out / 'results.csv'}"
+        f"plot: {out / 'summary.png'} · per run: {out / 'results.csv'}",
+        soft_wrap=True,
     )
     return {"rows": rows, "summary": summary, "wall_seconds": wall}
 
@@ -181,7 +183,7 @@ def summary_markdown(
             cells = []
             for name in names:
                 mean, std = summary[key]["metrics"][name]
-                text = f"{mean:.3f} ± {std:.3f}"
+                text = f"{mean:.3f} ± {std:.3f}" if summary[key]["runs"] > 1 else f"{mean:.3f}"
                 cells.append(f"**{text}**" if mean == best[name] else text)
             delta = summary[key]["delta"].get("macro_f1")
             delta_text = "–" if delta is None else f"{100 * delta:+.1f}"

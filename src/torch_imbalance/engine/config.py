@@ -40,6 +40,7 @@ class RunConfig:
     val_fraction: float | None = None
     test_fraction: float | None = None
     imbalance_ratio: float | None = None
+    label_mode: str | None = None
     train_fraction: float | None = None
     max_per_class: int | None = None
     sampler: str = "none"

@@ -6,6 +6,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from torch_imbalance.engine.config import RunConfig
 from torch_imbalance.metrics import build_classification_metrics, summarise_classification
@@ -109,7 +110,8 @@ class ClassificationModule(pl.LightningModule):
         images, target = batch
         logits = self(images)
         loss = self.loss(logits, target)
-        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True)
+        if self._fitting():
+            self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True)
         metric_target = target.long() if self.task == "multilabel" else target
         self.metrics[stage].update(self.probabilities(logits), metric_target)
 
@@ -118,9 +120,14 @@ class ClassificationModule(pl.LightningModule):
         self.metrics[stage].reset()
         summary = summarise_classification(computed, self.classes)
         self.summaries[stage] = summary
+        if not self._fitting():
+            return  # the final evaluation of the chosen checkpoint goes to metrics.json only
         for name, value in summary.items():
             if isinstance(value, float):
                 self.log(f"{stage}/{name}", value, prog_bar=name == "macro_f1", sync_dist=False)
+
+    def _fitting(self) -> bool:
+        return self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluation_step("val", batch)

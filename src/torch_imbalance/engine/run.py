@@ -68,6 +68,7 @@ def load_run_data(config: RunConfig) -> DatasetBundle:
         val_fraction=config.val_fraction,
         test_fraction=config.test_fraction,
         imbalance_ratio=config.imbalance_ratio,
+        label_mode=config.label_mode,
     )
 
 

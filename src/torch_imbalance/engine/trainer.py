@@ -87,6 +87,9 @@ def build_trainer(config: RunConfig, run_dir: Path, enable_checkpoints: bool = T
         enable_progress_bar=config.progress,
         enable_model_summary=False,
         log_every_n_steps=1,
+        # The first real validation follows the first epoch; a sanity pass on two batches
+        # (often one class) would only warn about degenerate AUROC inputs.
+        num_sanity_val_steps=0,
         deterministic=False,
         default_root_dir=run_dir,
     )
