@@ -66,6 +66,7 @@ def compare(
     out.mkdir(parents=True, exist_ok=True)
     grid = [(m, loss, s) for m in models for loss in losses for s in seeds]
     rows = []
+    skipped = 0
     started = time.perf_counter()
     for number, (model, loss, seed) in enumerate(grid, 1):
         folder = run_folder(out, model, loss, seed)
@@ -73,6 +74,7 @@ def compare(
         metrics_file = folder / "metrics.json"
         if metrics_file.is_file():
             console.print(f"{label}: done before, skipped")
+            skipped += 1
             metrics = json.loads(metrics_file.read_text())
         else:
             settings = {**base, "model": model, "loss": loss, "seed": seed, "out": str(folder)}
@@ -114,7 +116,7 @@ def compare(
     )
     print(table)  # plain Markdown, unwrapped, to paste as is
     console.print(
-        f"\n{len(grid)} runs in {wall:.0f} s · table: {out / 'summary.md'} · "
+        f"\n{len(grid)} runs ({skipped} done before) in {wall:.0f} s · table: {out / 'summary.md'} · "
         f"plot: {out / 'summary.png'} · per run: {out / 'results.csv'}",
         soft_wrap=True,
     )

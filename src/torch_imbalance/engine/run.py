@@ -125,6 +125,9 @@ def train(config: RunConfig) -> dict[str, Any]:
         # Small datasets give Lightning's few-batches and no-workers hints on every run.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*number of training batches.*")
+        # Resuming reuses the checkpoint folder on purpose; Lightning's own deprecation notice.
+        warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+        warnings.filterwarnings("ignore", ".*LeafSpec.*")
         resume_from = run_dir / LAST_CHECKPOINT if config.resume else None
         trainer.fit(module, loaders["train"], loaders["val"], ckpt_path=resume_from)
         best = run_dir / BEST_CHECKPOINT
