@@ -117,7 +117,8 @@ def compare(
     print(table)  # plain Markdown, unwrapped, to paste as is
     console.print(
         f"\n{len(grid)} runs ({skipped} done before) in {wall:.0f} s · "
-        f"table: {out / 'summary.md'} · plot: {out / 'summary.png'} · per run: {out / 'results.csv'}",
+        f"table: {out / 'summary.md'} · plot: {out / 'summary.png'} · "
+        f"per run: {out / 'results.csv'}",
         soft_wrap=True,
     )
     return {"rows": rows, "summary": summary, "wall_seconds": wall}
