@@ -23,7 +23,7 @@ def add_run_options(parser: argparse.ArgumentParser, with_loss: bool = True) -> 
     """Every training setting as a flag. Defaults are suppressed so that only the flags given
     override the YAML file (the defaults live in ``RunConfig``)."""
     data = parser.add_argument_group("data")
-    data.add_argument("--task", choices=["classification"], default=SUPPRESS)
+    data.add_argument("--task", choices=["classification", "segmentation"], default=SUPPRESS)
     data.add_argument(
         "--dataset", default=SUPPRESS, help="built-in name or format (default digits-lt)"
     )
@@ -46,6 +46,20 @@ def add_run_options(parser: argparse.ArgumentParser, with_loss: bool = True) -> 
         type=float,
         default=SUPPRESS,
         help="long-tail ratio of br35h-lt / digits-lt",
+    )
+    data.add_argument(
+        "--num-classes",
+        dest="num_classes",
+        type=int,
+        default=SUPPRESS,
+        help="segfolder: number of classes (default: largest mask value + 1)",
+    )
+    data.add_argument(
+        "--ignore-index",
+        dest="ignore_index",
+        type=int,
+        default=SUPPRESS,
+        help="segfolder: mask value of unlabelled pixels (default 255)",
     )
     data.add_argument(
         "--label-mode",
@@ -72,7 +86,15 @@ def add_run_options(parser: argparse.ArgumentParser, with_loss: bool = True) -> 
     data.add_argument("--no-augment", dest="augment", action="store_false", default=SUPPRESS)
     data.add_argument("--num-workers", dest="num_workers", type=int, default=SUPPRESS)
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default=SUPPRESS, help="any timm model name (default resnet18)")
+    model.add_argument(
+        "--model",
+        default=SUPPRESS,
+        help="classification: any timm name (default resnet18); segmentation: an smp "
+        "architecture (default Unet)",
+    )
+    model.add_argument(
+        "--encoder", default=SUPPRESS, help="segmentation: smp encoder name (default resnet18)"
+    )
     model.add_argument(
         "--head",
         choices=["linear", "cosine"],

@@ -18,6 +18,12 @@ from torch_imbalance.data.dermoscopy import load_ham10000, load_isic2019
 from torch_imbalance.data.imagefolder import load_imagefolder
 from torch_imbalance.data.odir import load_odir5k
 from torch_imbalance.data.records import DatasetBundle, DatasetError, ImageSet
+from torch_imbalance.data.segmentation import (
+    SegmentationBundle,
+    load_dsb2018_nuclei,
+    load_mni152_tissue,
+    load_segfolder,
+)
 from torch_imbalance.data.splits import limit_training_set
 
 BUILTIN = {
@@ -25,13 +31,18 @@ BUILTIN = {
     "br35h-lt": load_br35h_lt,
     "elpv": load_elpv,
     "digits-lt": load_digits_lt,
+    "dsb2018-nuclei": load_dsb2018_nuclei,
+    "mni152-tissue": load_mni152_tissue,
 }
 FORMATS = {
     "imagefolder": load_imagefolder,
     "ham10000": load_ham10000,
     "isic2019": load_isic2019,
     "odir5k": load_odir5k,
+    "segfolder": load_segfolder,
 }
+#: Datasets of the segmentation task (the others are classification).
+SEGMENTATION = frozenset({"dsb2018-nuclei", "mni152-tissue", "segfolder"})
 
 
 def available_datasets() -> list[str]:
@@ -46,7 +57,7 @@ def load_dataset(
     train_fraction: float | None = None,
     max_per_class: int | None = None,
     **options: Any,
-) -> DatasetBundle:
+) -> DatasetBundle | SegmentationBundle:
     """Load a dataset by name with deterministic splits, then apply the training-size limits.
 
     Args:
@@ -79,6 +90,10 @@ def load_dataset(
         if root is None:
             raise DatasetError(f"dataset format {name!r} needs --root PATH")
         bundle = loader(root, seed=seed, **given)
+    if isinstance(bundle, SegmentationBundle):
+        if train_fraction is not None or max_per_class is not None:
+            raise DatasetError("--train-fraction / --max-per-class apply to classification data")
+        return bundle
     if train_fraction is not None or max_per_class is not None:
         bundle.train = limit_training_set(bundle.train, seed, train_fraction, max_per_class)
     return bundle
@@ -88,9 +103,11 @@ __all__ = [
     "BUILTIN",
     "FORMATS",
     "PACKAGES",
+    "SEGMENTATION",
     "DatasetBundle",
     "DatasetError",
     "ImageSet",
+    "SegmentationBundle",
     "available_datasets",
     "is_installed",
     "load_dataset",

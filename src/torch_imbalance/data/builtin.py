@@ -22,6 +22,16 @@ PACKAGES = {
         "2,624 solar-cell EL images, 4 defect levels",
     ),
     "digits-lt": ("sklearn", "scikit-learn", "sklearn 8×8 digits, long-tailed (IR 100)"),
+    "dsb2018-nuclei": (
+        "stardist",
+        "stardist==0.9.2",
+        "segmentation: DSB 2018 nuclei, 64×64 tiles, bg / interior / boundary",
+    ),
+    "mni152-tissue": (
+        "nilearn",
+        "nilearn==0.14.1",
+        "segmentation: MNI152 T1 axial slices, bg / grey / white matter",
+    ),
 }
 INSTALL_HINT = "pip install 'torch-imbalance[data]'"
 

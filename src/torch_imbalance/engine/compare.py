@@ -15,17 +15,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torch_imbalance.engine.config import resolve_config
+import numpy as np
+
+from torch_imbalance.engine.config import DEFAULT_MODELS, resolve_config
+from torch_imbalance.engine.losses import HARNESS_LOSSES
 from torch_imbalance.engine.run import LAST_CHECKPOINT, train
 
-SUMMARY_METRICS = (
-    "macro_f1",
-    "balanced_accuracy",
-    "accuracy",
-    "macro_precision",
-    "macro_recall",
-    "ece",
-)
+SUMMARY_METRICS = {
+    "classification": (
+        "macro_f1",
+        "balanced_accuracy",
+        "accuracy",
+        "macro_precision",
+        "macro_recall",
+        "ece",
+    ),
+    "segmentation": ("miou", "mean_dice", "miou_foreground", "pixel_accuracy", "rarest_class_iou"),
+}
+#: The paired-difference columns per task (the hypotheses' metrics).
+DELTA_METRICS = {
+    "classification": ("macro_f1",),
+    "segmentation": ("miou", "rarest_class_iou"),
+}
 #: Metrics where lower is better (bold marks the minimum).
 LOWER_IS_BETTER = frozenset({"ece"})
 BASELINE = "ce"
@@ -55,14 +66,17 @@ def compare(
     from rich.console import Console
 
     console = Console()
-    models = models or [base.get("model", "resnet18")]
+    task = base.get("task", "classification")
+    names = SUMMARY_METRICS[task]
+    models = models or [base.get("model") or DEFAULT_MODELS[task]]
     if not losses or not seeds:
         raise ValueError("compare needs at least one loss and one seed")
     for loss in losses:  # fail before training anything
         from torch_imbalance.registry import available_losses
 
-        if loss not in available_losses():
-            raise ValueError(f"unknown loss {loss!r}; available: {', '.join(available_losses())}")
+        known = [*available_losses(), *HARNESS_LOSSES]
+        if loss not in known:
+            raise ValueError(f"unknown loss {loss!r}; available: {', '.join(known)}")
     out.mkdir(parents=True, exist_ok=True)
     grid = [(m, loss, s) for m in models for loss in losses for s in seeds]
     rows = []
@@ -90,11 +104,11 @@ def compare(
             run_start = time.perf_counter()
             metrics = train(resolve_config(settings))
             console.print(f"{label}: done in {time.perf_counter() - run_start:.1f} s")
-        rows.append(result_row(model, loss, seed, metrics))
+        rows.append(result_row(model, loss, seed, metrics, names))
     wall = time.perf_counter() - started
     write_results(out / "results.csv", rows)
-    summary = summarise(rows)
-    table = summary_markdown(summary, losses, models)
+    summary = summarise(rows, names)
+    table = summary_markdown(summary, losses, models, names, DELTA_METRICS[task])
     header = (
         f"# Comparison on {base.get('dataset', 'digits-lt')}\n\n"
         f"{len(grid)} runs ({', '.join(models)}; seeds {', '.join(map(str, seeds))}); "
@@ -111,9 +125,11 @@ def compare(
             for m in models
             for loss in losses
         },
-        ["macro_f1", "balanced_accuracy"],
+        list(names[:2]) if task == "classification" else ["miou", "rarest_class_iou"],
         out / "summary.png",
     )
+    if task == "segmentation":
+        compare_overlays(out, models[0], losses, seeds[0])
     print(table)  # plain Markdown, unwrapped, to paste as is
     console.print(
         f"\n{len(grid)} runs ({skipped} done before) in {wall:.0f} s · "
@@ -124,14 +140,39 @@ def compare(
     return {"rows": rows, "summary": summary, "wall_seconds": wall}
 
 
-def result_row(model: str, loss: str, seed: int, metrics: dict[str, Any]) -> dict[str, Any]:
+def result_row(
+    model: str, loss: str, seed: int, metrics: dict[str, Any], names: tuple[str, ...]
+) -> dict[str, Any]:
     test = metrics["test"]
     row: dict[str, Any] = {"model": model, "loss": loss, "seed": seed}
-    for name in SUMMARY_METRICS:
+    for name in names:
         row[name] = test.get(name, math.nan)
-    for name, values in test["per_class"].items():
-        row[f"f1[{name}]"] = values["f1"]
+    if "per_class" in test:
+        for name, values in test["per_class"].items():
+            row[f"f1[{name}]"] = values["f1"]
+    for name, value in test.get("per_class_iou", {}).items():
+        row[f"iou[{name}]"] = value
     return row
+
+
+def compare_overlays(out: Path, model: str, losses: list[str], seed: int) -> None:
+    """The same test tiles under each loss, in one figure (``summary_overlays.png``)."""
+    from torch_imbalance.metrics.plots import overlay_plot
+
+    tiles = {
+        loss: np.load(run_folder(out, model, loss, seed) / "overlay_tiles.npz") for loss in losses
+    }
+    first = tiles[losses[0]]
+    metrics = json.loads((run_folder(out, model, losses[0], seed) / "metrics.json").read_text())
+    overlay_plot(
+        first["images"],
+        first["targets"],
+        {loss: tiles[loss]["predictions"] for loss in losses},
+        [str(i) for i in first["ids"]],
+        metrics["dataset"]["classes"],
+        out / "summary_overlays.png",
+        metrics["dataset"].get("ignore_index"),
+    )
 
 
 def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -144,7 +185,9 @@ def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def summarise(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+def summarise(
+    rows: list[dict[str, Any]], names: tuple[str, ...]
+) -> dict[tuple[str, str], dict[str, Any]]:
     """Per (model, loss): mean and std per metric, and the paired difference to ``ce``."""
     summary: dict[tuple[str, str], dict[str, Any]] = {}
     by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -152,7 +195,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any
         by_key.setdefault((row["model"], row["loss"]), []).append(row)
     for key, group in by_key.items():
         stats = {}
-        for name in SUMMARY_METRICS:
+        for name in names:
             values = [r[name] for r in group]
             stats[name] = (
                 statistics.fmean(values),
@@ -160,7 +203,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any
             )
         deltas = {}
         baseline = {r["seed"]: r for r in by_key.get((key[0], BASELINE), [])}
-        for name in SUMMARY_METRICS:
+        for name in names:
             paired = [r[name] - baseline[r["seed"]][name] for r in group if r["seed"] in baseline]
             if paired and key[1] != BASELINE:
                 deltas[name] = statistics.fmean(paired)
@@ -169,12 +212,15 @@ def summarise(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any
 
 
 def summary_markdown(
-    summary: dict[tuple[str, str], dict[str, Any]], losses: list[str], models: list[str]
+    summary: dict[tuple[str, str], dict[str, Any]],
+    losses: list[str],
+    models: list[str],
+    names: tuple[str, ...],
+    deltas: tuple[str, ...],
 ) -> str:
-    names = list(SUMMARY_METRICS)
     lines = [
-        "| model | loss | " + " | ".join(names) + " | Δ macro_f1 vs ce |",
-        "|---|---|" + "---:|" * (len(names) + 1),
+        "| model | loss | " + " | ".join(names) + "".join(f" | Δ {d} vs ce" for d in deltas) + " |",
+        "|---|---|" + "---:|" * (len(names) + len(deltas)),
     ]
     for model in models:
         keys = [(model, loss) for loss in losses]
@@ -188,7 +234,8 @@ def summary_markdown(
                 mean, std = summary[key]["metrics"][name]
                 text = f"{mean:.3f} ± {std:.3f}" if summary[key]["runs"] > 1 else f"{mean:.3f}"
                 cells.append(f"**{text}**" if mean == best[name] else text)
-            delta = summary[key]["delta"].get("macro_f1")
-            delta_text = "–" if delta is None else f"{100 * delta:+.1f}"
-            lines.append(f"| {model} | {key[1]} | " + " | ".join(cells) + f" | {delta_text} |")
+            for name in deltas:
+                delta = summary[key]["delta"].get(name)
+                cells.append("–" if delta is None else f"{100 * delta:+.1f}")
+            lines.append(f"| {model} | {key[1]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

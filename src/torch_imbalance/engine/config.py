@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+TASKS = ("classification", "segmentation")
+DEFAULT_MODELS = {"classification": "resnet18", "segmentation": "Unet"}
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "step", "none")
 #: Named recipes applied before the user's own settings.
@@ -46,8 +48,12 @@ class RunConfig:
     sampler: str = "none"
     augment: bool = True
     num_workers: int = 0
-    # model
-    model: str = "resnet18"
+    # segmentation data
+    num_classes: int | None = None
+    ignore_index: int | None = None
+    # model (default: resnet18 for classification, Unet for segmentation)
+    model: str | None = None
+    encoder: str = "resnet18"
     head: str | None = None
     pretrained: bool = False
     weights: str | None = None
@@ -79,8 +85,10 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Check ranges and names; returns self."""
-        if self.task != "classification":
-            raise ConfigError(f"task must be 'classification', got {self.task!r}")
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.model is None:
+            self.model = DEFAULT_MODELS[self.task]
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.scheduler not in SCHEDULERS:

@@ -10,16 +10,16 @@ from typing import Any
 import lightning.pytorch as pl
 
 from torch_imbalance.engine.config import RunConfig
-from torch_imbalance.engine.module import ClassificationModule
+from torch_imbalance.engine.module import ImbalanceModule
 from torch_imbalance.engine.run import RunFolderError, build_loaders, load_run_data, write_json
 from torch_imbalance.metrics.plots import confusion_matrix_plot, per_class_f1_plot
 from torch_imbalance.metrics.report import run_report
 
 
-def load_module(checkpoint: Path) -> ClassificationModule:
+def load_module(checkpoint: Path) -> ImbalanceModule:
     if not checkpoint.is_file():
         raise RunFolderError(f"checkpoint not found: {checkpoint}")
-    return ClassificationModule.load_from_checkpoint(checkpoint, map_location="cpu")
+    return ImbalanceModule.load_from_checkpoint(checkpoint, map_location="cpu")
 
 
 def evaluate(checkpoint: Path, split: str, out: Path, overwrite: bool = False) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The Lightning module of a classification run: model, loss, optimiser and metrics."""
+"""The Lightning module of a run (classification or segmentation): model, loss, optimiser and
+metrics."""
 
 from __future__ import annotations
 
@@ -9,23 +10,42 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
 from torch_imbalance.engine.config import RunConfig
+from torch_imbalance.engine.losses import DiceCELoss
 from torch_imbalance.metrics import build_classification_metrics, summarise_classification
+from torch_imbalance.metrics.segmentation import (
+    build_segmentation_metrics,
+    summarise_segmentation,
+)
 from torch_imbalance.models import build_classifier, default_head
+from torch_imbalance.models.segmenter import build_segmenter
 from torch_imbalance.registry import build_loss
 
+#: The validation metric that picks the best epoch, per task.
+PRIMARY = {"multiclass": "macro_f1", "multilabel": "macro_f1", "segmentation": "miou"}
 
-def build_run_loss(config: RunConfig, class_counts: list[int], task: str) -> torch.nn.Module:
-    """The registry loss with the run's overrides; DRW spans the run's epochs by default."""
+
+def build_run_loss(
+    config: RunConfig, class_counts: list[int], task: str, ignore_index: int | None = None
+) -> torch.nn.Module:
+    """The registry loss (or ``dice_ce``) with the run's overrides; DRW spans the run's epochs
+    by default; segmentation masks' ignore value is passed on."""
+    if config.loss == "dice_ce":
+        return DiceCELoss(ignore_index)
     overrides = dict(config.loss_params)
     if config.loss == "ldam_drw":
         overrides.setdefault("total_epochs", config.epochs)
     if task == "multilabel":
         overrides.setdefault("task", "multilabel")
+    if ignore_index is not None:
+        overrides.setdefault("ignore_index", ignore_index)
     return build_loss(config.loss, class_counts, **overrides)
 
 
-class ClassificationModule(pl.LightningModule):
+class ImbalanceModule(pl.LightningModule):
     """Trains ``model`` with one of the library's losses and keeps balanced metrics.
+
+    ``task`` is ``"multiclass"`` or ``"multilabel"`` (a timm classifier) or
+    ``"segmentation"`` (an smp model; metrics over every pixel of the split).
 
     After each validation or test epoch, ``summaries[stage]`` holds the metrics as plain numbers
     (the layout of ``metrics.json``).
@@ -38,28 +58,47 @@ class ClassificationModule(pl.LightningModule):
         class_counts: list[int],
         channels: int,
         task: str = "multiclass",
+        ignore_index: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.config = RunConfig.from_dict(config)
         self.classes = classes
         self.task = task
-        head = self.config.head or default_head(self.config.loss)
-        self.model = build_classifier(
-            self.config.model,
-            len(classes),
-            in_chans=channels,
-            pretrained=self.config.pretrained,
-            head=head,
-            weights=self.config.weights,
-        )
-        self.loss = build_run_loss(self.config, class_counts, task)
-        # Cosine logits lie in [-1, 1]; the loss's scale turns them into usable probabilities.
-        inner = getattr(self.loss, "loss", self.loss)
-        self.probability_scale = float(getattr(inner, "scale", 1.0)) if head == "cosine" else 1.0
-        self.metrics = torch.nn.ModuleDict(
-            {stage: build_classification_metrics(len(classes), task) for stage in ("val", "test")}
-        )
+        self.ignore_index = ignore_index
+        self.probability_scale = 1.0
+        if task == "segmentation":
+            self.model = build_segmenter(
+                self.config.model or "Unet",
+                len(classes),
+                in_channels=channels,
+                encoder=self.config.encoder,
+                encoder_weights="imagenet" if self.config.pretrained else None,
+            )
+            self.loss = build_run_loss(self.config, class_counts, task, ignore_index)
+            metrics = {
+                stage: build_segmentation_metrics(len(classes), ignore_index)
+                for stage in ("val", "test")
+            }
+        else:
+            head = self.config.head or default_head(self.config.loss)
+            self.model = build_classifier(
+                self.config.model or "resnet18",
+                len(classes),
+                in_chans=channels,
+                pretrained=self.config.pretrained,
+                head=head,
+                weights=self.config.weights,
+            )
+            self.loss = build_run_loss(self.config, class_counts, task)
+            # Cosine logits lie in [-1, 1]; the loss's scale makes them usable probabilities.
+            inner = getattr(self.loss, "loss", self.loss)
+            if head == "cosine":
+                self.probability_scale = float(getattr(inner, "scale", 1.0))
+            metrics = {
+                stage: build_classification_metrics(len(classes), task) for stage in ("val", "test")
+            }
+        self.metrics = torch.nn.ModuleDict(metrics)
         self.summaries: dict[str, dict[str, Any]] = {}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -112,19 +151,27 @@ class ClassificationModule(pl.LightningModule):
         loss = self.loss(logits, target)
         if self._fitting():
             self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True)
-        metric_target = target.long() if self.task == "multilabel" else target
-        self.metrics[stage].update(self.probabilities(logits), metric_target)
+        if self.task == "segmentation":
+            self.metrics[stage].update(logits.argmax(1), target)
+        else:
+            metric_target = target.long() if self.task == "multilabel" else target
+            self.metrics[stage].update(self.probabilities(logits), metric_target)
 
     def _evaluation_end(self, stage: str) -> None:
         computed = self.metrics[stage].compute()
         self.metrics[stage].reset()
-        summary = summarise_classification(computed, self.classes)
+        if self.task == "segmentation":
+            summary = summarise_segmentation(computed, self.classes)
+        else:
+            summary = summarise_classification(computed, self.classes)
         self.summaries[stage] = summary
         if not self._fitting():
             return  # the final evaluation of the chosen checkpoint goes to metrics.json only
         for name, value in summary.items():
             if isinstance(value, float):
-                self.log(f"{stage}/{name}", value, prog_bar=name == "macro_f1", sync_dist=False)
+                self.log(
+                    f"{stage}/{name}", value, prog_bar=name == PRIMARY[self.task], sync_dist=False
+                )
 
     def _fitting(self) -> bool:
         return self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING

@@ -10,18 +10,33 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
+import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
-from torch_imbalance.data import DatasetBundle, load_dataset
+from torch_imbalance.data import (
+    SEGMENTATION,
+    DatasetBundle,
+    DatasetError,
+    SegmentationBundle,
+    load_dataset,
+)
 from torch_imbalance.data.dataset import ImageDataset
 from torch_imbalance.data.samplers import build_sampler
+from torch_imbalance.data.segmentation import (
+    SegmentationDataset,
+    build_segmentation_transform,
+    read_mask,
+)
 from torch_imbalance.data.transforms import build_transform
 from torch_imbalance.engine.config import RunConfig, save_yaml
-from torch_imbalance.engine.module import ClassificationModule
+from torch_imbalance.engine.module import PRIMARY, ImbalanceModule
 from torch_imbalance.engine.trainer import build_trainer
 from torch_imbalance.metrics.plots import (
     confusion_matrix_plot,
+    overlay_plot,
+    per_class_bar_plot,
     per_class_f1_plot,
     read_metrics_csv,
     training_curves_plot,
@@ -58,7 +73,18 @@ def prepare_run_dir(config: RunConfig) -> Path:
     return run_dir
 
 
-def load_run_data(config: RunConfig) -> DatasetBundle:
+def load_run_data(config: RunConfig) -> DatasetBundle | SegmentationBundle:
+    """The run's dataset; its kind must match ``config.task``."""
+    is_segmentation = config.dataset in SEGMENTATION
+    if is_segmentation != (config.task == "segmentation"):
+        kind = "segmentation" if is_segmentation else "classification"
+        raise DatasetError(
+            f"dataset {config.dataset!r} is a {kind} dataset but the task is {config.task!r}; "
+            f"pass --task {kind}"
+        )
+    extra = {}
+    if is_segmentation:
+        extra = {"num_classes": config.num_classes, "ignore_index": config.ignore_index}
     return load_dataset(
         config.dataset,
         config.root,
@@ -69,16 +95,35 @@ def load_run_data(config: RunConfig) -> DatasetBundle:
         test_fraction=config.test_fraction,
         imbalance_ratio=config.imbalance_ratio,
         label_mode=config.label_mode,
+        **extra,
     )
 
 
-def build_loaders(config: RunConfig, bundle: DatasetBundle, channels: int) -> dict[str, DataLoader]:
+def build_loaders(
+    config: RunConfig, bundle: DatasetBundle | SegmentationBundle, channels: int
+) -> dict[str, DataLoader]:
     """Train (shuffled or re-sampled), val and test loaders."""
     common: dict[str, Any] = {
         "batch_size": config.batch_size,
         "num_workers": config.num_workers,
         "persistent_workers": config.num_workers > 0,
     }
+    if isinstance(bundle, SegmentationBundle):
+        if config.sampler != "none":
+            raise DatasetError("--sampler re-samples images by class; segmentation takes 'none'")
+
+        def dataset(split: str, train: bool) -> SegmentationDataset:
+            transform = build_segmentation_transform(
+                config.image_size, channels, train, bundle.ignore_index, config.augment
+            )
+            return SegmentationDataset(getattr(bundle, split), channels, transform)
+
+        order = build_sampler("none", np.zeros(len(bundle.train)), config.seed)
+        return {
+            "train": DataLoader(dataset("train", True), sampler=order, **common),
+            "val": DataLoader(dataset("val", False), shuffle=False, **common),
+            "test": DataLoader(dataset("test", False), shuffle=False, **common),
+        }
     train_set = ImageDataset(
         bundle.train, channels, build_transform(config.image_size, channels, True, config.augment)
     )
@@ -119,8 +164,9 @@ def train(config: RunConfig) -> dict[str, Any]:
         bundle.save_splits(run_dir / "splits")
         save_yaml(config, run_dir / "config.yaml")
     loaders = build_loaders(config, bundle, channels)
-    module = ClassificationModule(config.to_dict(), bundle.classes, counts, channels, task)
-    trainer = build_trainer(config, run_dir)
+    ignore_index = getattr(bundle, "ignore_index", None)
+    module = ImbalanceModule(config.to_dict(), bundle.classes, counts, channels, task, ignore_index)
+    trainer = build_trainer(config, run_dir, monitor=f"val/{PRIMARY[task]}")
     with warnings.catch_warnings():
         # Small datasets give Lightning's few-batches and no-workers hints on every run.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -143,13 +189,101 @@ def train(config: RunConfig) -> dict[str, Any]:
             "classes": bundle.classes,
             "counts": bundle.summary(),
             "notes": bundle.notes,
+            "ignore_index": getattr(bundle, "ignore_index", None),
         },
         "checkpoint": str(chosen.relative_to(run_dir)),
         "loss_state": module.loss_state(),
     }
     if trainer.is_global_zero:
-        write_outputs(run_dir, metrics)
+        if task == "segmentation":
+            save_overlay_tiles(module, loaders["test"].dataset, bundle, run_dir)
+            write_segmentation_outputs(run_dir, metrics)
+        else:
+            write_outputs(run_dir, metrics)
     return metrics
+
+
+#: How many test tiles the overlay figures show.
+OVERLAY_TILES = 4
+
+
+def overlay_tile_indices(dataset: SegmentationDataset, count: int, classes: int) -> list[int]:
+    """The ``count`` test tiles with the most pixels of the rarest class (so its errors show)."""
+    masks = [read_mask(m) for m in dataset.data.masks]
+    totals = np.sum([np.bincount(m[(m >= 0) & (m < classes)], minlength=classes) for m in masks], 0)
+    rarest = int(np.argmin(np.where(totals > 0, totals, np.iinfo(np.int64).max)))
+    scores = [int((m == rarest).sum()) for m in masks]
+    return sorted(np.argsort(scores)[::-1][:count].tolist())
+
+
+def save_overlay_tiles(
+    module: ImbalanceModule, dataset: SegmentationDataset, bundle: SegmentationBundle, run_dir: Path
+) -> None:
+    """Predictions of the chosen checkpoint on a few test tiles -> ``overlay_tiles.npz``."""
+    indices = overlay_tile_indices(dataset, OVERLAY_TILES, bundle.num_classes)
+    images, targets = zip(*(dataset[i] for i in indices), strict=True)
+    batch = torch.stack(images)
+    module.eval()
+    with torch.no_grad():
+        predicted = module(batch.to(module.device)).argmax(1).cpu().numpy()
+    np.savez_compressed(
+        run_dir / "overlay_tiles.npz",
+        images=(batch[:, 0] * 0.5 + 0.5).clamp(0, 1).numpy(),
+        targets=torch.stack(targets).numpy(),
+        predictions=predicted,
+        ids=np.array([dataset.data.ids[i] for i in indices]),
+    )
+
+
+def write_segmentation_outputs(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """``metrics.json``, ``report.md``, per-class IoU, overlays, training curves."""
+    test = metrics["test"]
+    config = metrics["config"]
+    classes = metrics["dataset"]["classes"]
+    per_class_bar_plot(test["per_class_iou"], "per-class IoU (test)", run_dir / "per_class_iou.png")
+    tiles = np.load(run_dir / "overlay_tiles.npz")
+    overlay_plot(
+        tiles["images"],
+        tiles["targets"],
+        {config["loss"]: tiles["predictions"]},
+        [str(i) for i in tiles["ids"]],
+        classes,
+        run_dir / "overlays.png",
+        metrics["dataset"].get("ignore_index"),
+    )
+    training_curves_plot(
+        read_metrics_csv(run_dir / "logs" / "csv"), run_dir / "training_curves.png"
+    )
+    title = (
+        f"{config['loss']} on {config['dataset']} ({config['model']}/{config['encoder']}, "
+        f"seed {config['seed']})"
+    )
+    lines = [f"# {title}", "", "| metric | val | test |", "|---|---:|---:|"]
+    for name in ("miou", "mean_dice", "miou_foreground", "pixel_accuracy", "rarest_class_iou"):
+        lines.append(f"| {name} | {metrics['val'][name]:.4f} | {test[name]:.4f} |")
+    lines += [
+        "",
+        "## Per class (test)",
+        "",
+        "| class | IoU | Dice | pixels |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in classes:
+        lines.append(
+            f"| {name} | {test['per_class_iou'][name]:.4f} | {test['per_class_dice'][name]:.4f} "
+            f"| {test['per_class_pixels'][name]} |"
+        )
+    lines += ["", "## Figures", ""] + [
+        f"![{f}]({f})" for f in ("overlays.png", "per_class_iou.png", "training_curves.png")
+    ]
+    notes = {
+        **metrics["dataset"]["notes"],
+        "rarest class": test["rarest_class"],
+        "checkpoint": metrics["checkpoint"],
+    }
+    lines += ["", "## Notes", ""] + [f"- {k}: {v}" for k, v in notes.items()]
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+    write_json(run_dir / "metrics.json", metrics)
 
 
 def write_outputs(run_dir: Path, metrics: dict[str, Any]) -> None:

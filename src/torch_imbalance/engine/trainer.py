@@ -50,16 +50,21 @@ def log_version(run_dir: Path, resume: bool) -> str:
     return f"resume-{attempt}"
 
 
-def build_trainer(config: RunConfig, run_dir: Path, enable_checkpoints: bool = True) -> pl.Trainer:
+def build_trainer(
+    config: RunConfig,
+    run_dir: Path,
+    enable_checkpoints: bool = True,
+    monitor: str = "val/macro_f1",
+) -> pl.Trainer:
     """A Trainer logging to CSV and TensorBoard under ``run_dir/logs`` and keeping the best
-    (validation macro F1) and the last checkpoint under ``run_dir/checkpoints``."""
+    (by ``monitor``, maximised) and the last checkpoint under ``run_dir/checkpoints``."""
     callbacks: list[pl.Callback] = []
     if enable_checkpoints:
         callbacks.append(
             ModelCheckpoint(
                 dirpath=run_dir / "checkpoints",
                 filename="best",
-                monitor="val/macro_f1",
+                monitor=monitor,
                 mode="max",
                 save_last=True,
                 auto_insert_metric_name=False,

@@ -128,3 +128,71 @@ def comparison_plot(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _class_colours(count: int) -> np.ndarray:
+    """Fixed colours: black background, then distinct hues."""
+    base = np.array(
+        [[0, 0, 0], [230, 159, 0], [0, 114, 178], [204, 121, 167], [0, 158, 115], [240, 228, 66]],
+        dtype=np.uint8,
+    )
+    if count <= len(base):
+        return base[:count]
+    extra = (plt.get_cmap("tab20")(np.linspace(0, 1, count - len(base)))[:, :3] * 255).astype(
+        np.uint8
+    )
+    return np.concatenate([base, extra])
+
+
+def colour_mask(mask: np.ndarray, count: int, ignore_index: int | None = None) -> np.ndarray:
+    """``(H, W)`` class indices as an RGB image (ignored pixels grey)."""
+    colours = _class_colours(count)
+    rgb = colours[np.clip(mask, 0, count - 1)]
+    if ignore_index is not None:
+        rgb[mask == ignore_index] = 128
+    return rgb
+
+
+def overlay_plot(
+    images: np.ndarray,
+    targets: np.ndarray,
+    predictions: dict[str, np.ndarray],
+    ids: list[str],
+    classes: list[str],
+    path: Path,
+    ignore_index: int | None = None,
+) -> None:
+    """One row per tile: the image, its ground truth, then each named prediction."""
+    columns = 2 + len(predictions)
+    fig, axes = plt.subplots(
+        len(ids), columns, figsize=(2.2 * columns, 2.2 * len(ids) + 0.5), squeeze=False
+    )
+    for row, tile in enumerate(ids):
+        axes[row][0].imshow(images[row], cmap="gray")
+        axes[row][0].set_title(tile, fontsize=7)
+        axes[row][1].imshow(colour_mask(targets[row], len(classes), ignore_index))
+        axes[row][1].set_title("ground truth", fontsize=7)
+        for column, (name, predicted) in enumerate(predictions.items(), 2):
+            axes[row][column].imshow(colour_mask(predicted[row], len(classes)))
+            axes[row][column].set_title(name, fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    colours = _class_colours(len(classes)) / 255.0
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours]
+    fig.legend(handles, classes, loc="lower center", ncol=len(classes), fontsize=7)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def per_class_bar_plot(values: dict[str, float], title: str, path: Path) -> None:
+    """Bars of one value per class (e.g. IoU)."""
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 2), 3.3))
+    ax.bar(range(len(names)), [values[n] for n in names], color="tab:blue")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
