@@ -115,3 +115,26 @@ def write_isic2019(root: Path, images: int = 48, unknown_row: int | None = None)
         meta,
     )
     return root
+
+
+def write_segfolder(root: Path, count: int = 12, size: int = 24, classes: int = 3) -> Path:
+    """``images/<name>.png`` + ``masks/<name>.png``: a bright disc (class 1) with a ring
+    (class 2) on background, 255 in one corner (unlabelled)."""
+    import numpy as np
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[:size, :size]
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        cy, cx, r = rng.integers(8, size - 8), rng.integers(8, size - 8), rng.integers(4, 7)
+        distance = np.hypot(yy - cy, xx - cx)
+        mask = np.where(distance < r, 1, 0)
+        mask = np.where((distance >= r) & (distance < r + 1.5), classes - 1, mask)
+        mask[:2, :2] = 255
+        image = (40 + 150 * (mask == 1) + 80 * (mask == classes - 1)).astype(np.uint8)
+        image = np.clip(image + rng.integers(0, 30, image.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(image).convert("RGB").save(root / "images" / f"img{i:02d}.png")
+        Image.fromarray(mask.astype(np.uint8)).save(root / "masks" / f"img{i:02d}.png")
+    return root

@@ -12,7 +12,11 @@ import lightning.pytorch as pl
 from torch_imbalance.engine.config import RunConfig
 from torch_imbalance.engine.module import ImbalanceModule
 from torch_imbalance.engine.run import RunFolderError, build_loaders, load_run_data, write_json
-from torch_imbalance.metrics.plots import confusion_matrix_plot, per_class_f1_plot
+from torch_imbalance.metrics.plots import (
+    confusion_matrix_plot,
+    per_class_bar_plot,
+    per_class_f1_plot,
+)
 from torch_imbalance.metrics.report import run_report
 
 
@@ -51,17 +55,39 @@ def evaluate(checkpoint: Path, split: str, out: Path, overwrite: bool = False) -
     result = module.summaries[split]
     out.mkdir(parents=True, exist_ok=True)
     metrics = {split: result, "config": config.to_dict(), "checkpoint": str(checkpoint)}
-    figures = []
-    if "confusion_matrix" in result:
-        confusion_matrix_plot(
-            result["confusion_matrix"], list(result["per_class"]), out / "confusion_matrix.png"
-        )
-        figures.append("confusion_matrix.png")
-    per_class_f1_plot(result["per_class"], out / "per_class_f1.png")
-    figures.append("per_class_f1.png")
     title = f"{checkpoint} on the {split} split of {config.dataset}"
-    (out / "report.md").write_text(
-        run_report(title, {split: result}, {"checkpoint": str(checkpoint)}, figures)
-    )
+    if module.task == "segmentation":
+        per_class_bar_plot(
+            result["per_class_iou"], f"per-class IoU ({split})", out / "per_class_iou.png"
+        )
+        lines = [f"# {title}", "", "| metric | value |", "|---|---:|"]
+        lines += [
+            f"| {name} | {result[name]:.4f} |"
+            for name in (
+                "miou",
+                "mean_dice",
+                "miou_foreground",
+                "pixel_accuracy",
+                "rarest_class_iou",
+            )
+        ]
+        lines += ["", "| class | IoU | Dice |", "|---|---:|---:|"]
+        lines += [
+            f"| {c} | {result['per_class_iou'][c]:.4f} | {result['per_class_dice'][c]:.4f} |"
+            for c in result["per_class_iou"]
+        ]
+        (out / "report.md").write_text("\n".join(lines) + "\n")
+    else:
+        figures = []
+        if "confusion_matrix" in result:
+            confusion_matrix_plot(
+                result["confusion_matrix"], list(result["per_class"]), out / "confusion_matrix.png"
+            )
+            figures.append("confusion_matrix.png")
+        per_class_f1_plot(result["per_class"], out / "per_class_f1.png")
+        figures.append("per_class_f1.png")
+        (out / "report.md").write_text(
+            run_report(title, {split: result}, {"checkpoint": str(checkpoint)}, figures)
+        )
     write_json(out / "metrics.json", metrics)
     return metrics
