@@ -350,20 +350,24 @@ class SegmentationDataset(Dataset):
 def build_segmentation_transform(
     image_size: int, channels: int, train: bool, ignore_index: int | None, augment: bool = True
 ):
-    """Joint image/mask transform (torchvision v2): resize (nearest for the mask); in
-    training flips, 90° rotations and small rotations (exposed corners become the ignore value,
-    or background without one)."""
+    """Joint image/mask transform (torchvision v2; the mask is always resampled nearest):
+    resize for evaluation; in training random resized crops, flips and small rotations
+    (exposed corners become the ignore value, or background without one)."""
     from torchvision import tv_tensors
     from torchvision.transforms import v2
 
     fill = {tv_tensors.Image: 0, tv_tensors.Mask: 0 if ignore_index is None else ignore_index}
-    steps: list = [v2.Resize((image_size, image_size), antialias=True)]
+    size = (image_size, image_size)
     if train and augment:
-        steps += [
+        steps: list = [
+            # A random crop of 60–100 % of the tile, resized back (nearest for the mask).
+            v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.8, 1.25), antialias=True),
             v2.RandomHorizontalFlip(),
             v2.RandomVerticalFlip(),
             v2.RandomRotation(10, fill=fill),
         ]
+    else:
+        steps = [v2.Resize(size, antialias=True)]
     pipeline = v2.Compose(steps)
     normalise = v2.Normalize([0.5] * channels, [0.5] * channels)
 
