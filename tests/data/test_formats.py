@@ -56,3 +56,27 @@ def test_odir5k_multilabel_and_single_label_subset(tmp_path):
     assert sum(len(p) for p in (single.train, single.val, single.test)) == 2 * 32
     with pytest.raises(DatasetError, match="label_mode must be one of"):
         load_dataset("odir5k", root, label_mode="both")
+
+
+def test_xlsx_sheets_need_openpyxl_and_say_so(tmp_path, monkeypatch):
+    import sys
+
+    from torch_imbalance.data.tables import read_table
+
+    sheet = tmp_path / "ODIR-5K_Training_Annotations.xlsx"
+    sheet.write_bytes(b"PK not really a workbook")
+    monkeypatch.setitem(sys.modules, "openpyxl", None)  # as if not installed
+    with pytest.raises(DatasetError, match="needs openpyxl: run `pip install openpyxl`"):
+        read_table(sheet, ["ID"])
+
+
+def test_empty_annotation_sheet_is_an_error(tmp_path):
+    from torch_imbalance.data.tables import read_table
+
+    sheet = tmp_path / "HAM10000_metadata.csv"
+    sheet.write_text("lesion_id,image_id,dx\n")
+    with pytest.raises(DatasetError, match="no rows"):
+        read_table(sheet, ["lesion_id", "image_id", "dx"])
+    sheet.write_text("lesion_id,image_id\n")
+    with pytest.raises(DatasetError, match=r"missing column\(s\) \['dx'\]"):
+        read_table(sheet, ["lesion_id", "image_id", "dx"])
