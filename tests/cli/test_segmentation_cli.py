@@ -45,6 +45,9 @@ def test_dual_focal_adaptive_on_dsb2018_nuclei(tmp_path):
         assert (out / name).is_file(), name
     evaluation = tmp_path / "eval"
     assert main(["evaluate", str(out / "checkpoints" / "best.ckpt"), "--out", str(evaluation)]) == 0
+    report = (out / "report.md").read_text()
+    assert "| rarest_class_iou |" in report and "| boundary |" in report
+    assert "| boundary |" in (evaluation / "report.md").read_text()
     evaluated = json.loads((evaluation / "metrics.json").read_text())["test"]
     assert evaluated["miou"] == pytest.approx(metrics["test"]["miou"], abs=1e-6)
 

@@ -37,14 +37,8 @@ def test_br35h_drops_its_duplicate_and_lt_is_long_tailed():
 
 
 def test_elpv_counts_match_the_spec():
-    bundle = load_dataset("elpv", seed=0)
-    totals = np.sum(
-        [
-            bundle.summary()[s] and list(bundle.summary()[s].values())
-            for s in ("train", "val", "test")
-        ],
-        axis=0,
-    )
+    summary = load_dataset("elpv", seed=0).summary()
+    totals = np.sum([list(summary[split].values()) for split in ("train", "val", "test")], axis=0)
     assert totals.tolist() == [1508, 295, 106, 715]
 
 

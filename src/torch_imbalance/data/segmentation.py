@@ -212,6 +212,19 @@ def _needs(module: str, requirement: str, dataset: str):
         ) from error
 
 
+def _empty_parts() -> dict[str, SegmentationSet]:
+    return {split: SegmentationSet([], [], []) for split in ("train", "val", "test")}
+
+
+def _grey_bundle(
+    name: str, classes: list[str], parts: dict[str, SegmentationSet]
+) -> SegmentationBundle:
+    """A fully labelled (no ignore value) single-channel dataset from its three parts."""
+    return SegmentationBundle(
+        name, classes, parts["train"], parts["val"], parts["test"], channels=1, ignore_index=None
+    )
+
+
 def to_uint8(values: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
     """Percentile-normalised ``uint8`` image."""
     lo, hi = np.percentile(values, [low, high])
@@ -246,9 +259,7 @@ def load_dsb2018_nuclei(seed: int = 0, tile_size: int = 64) -> SegmentationBundl
     )
     image, classes = to_uint8(image), instance_to_semantic(instances)
     rows, columns = image.shape[0] // tile_size, image.shape[1] // tile_size
-    parts: dict[str, SegmentationSet] = {
-        s: SegmentationSet([], [], []) for s in ("train", "val", "test")
-    }
+    parts = _empty_parts()
     for column in range(columns):
         split = "test" if column == columns - 1 else "val" if column == columns - 2 else "train"
         for row in range(rows):
@@ -259,15 +270,7 @@ def load_dsb2018_nuclei(seed: int = 0, tile_size: int = 64) -> SegmentationBundl
             parts[split].images.append(image[window].copy())
             parts[split].masks.append(classes[window].copy())
             parts[split].ids.append(f"tile-r{row}-c{column}")
-    bundle = SegmentationBundle(
-        "dsb2018-nuclei",
-        ["background", "interior", "boundary"],
-        parts["train"],
-        parts["val"],
-        parts["test"],
-        channels=1,
-        ignore_index=None,
-    )
+    bundle = _grey_bundle("dsb2018-nuclei", ["background", "interior", "boundary"], parts)
     bundle.notes["split"] = (
         f"{tile_size}×{tile_size} tiles; columns 0–{columns - 3} train, {columns - 2} val, "
         f"{columns - 1} test"
@@ -298,23 +301,13 @@ def load_mni152_tissue(seed: int = 0) -> SegmentationBundle:
     labels[(wm > 0.5) & (wm > gm)] = 2
     t1 = to_uint8(volumes["t1"])
     tissue = (labels > 0).reshape(-1, labels.shape[2]).mean(0)
-    parts: dict[str, SegmentationSet] = {
-        s: SegmentationSet([], [], []) for s in ("train", "val", "test")
-    }
+    parts = _empty_parts()
     for z in np.flatnonzero(tissue > 0.01):
         split = "train" if z < 110 else "val" if z < 120 else "test"
         parts[split].images.append(np.ascontiguousarray(t1[:, :, z]))
         parts[split].masks.append(np.ascontiguousarray(labels[:, :, z]))
         parts[split].ids.append(f"z{z:03d}")
-    bundle = SegmentationBundle(
-        "mni152-tissue",
-        ["background", "grey matter", "white matter"],
-        parts["train"],
-        parts["val"],
-        parts["test"],
-        channels=1,
-        ignore_index=None,
-    )
+    bundle = _grey_bundle("mni152-tissue", ["background", "grey matter", "white matter"], parts)
     bundle.notes["split"] = "axial slabs: z < 110 train, 110–119 val, ≥ 120 test"
     return bundle
 

@@ -17,7 +17,7 @@ from torch_imbalance.metrics.plots import (
     per_class_bar_plot,
     per_class_f1_plot,
 )
-from torch_imbalance.metrics.report import run_report
+from torch_imbalance.metrics.report import run_report, segmentation_report
 
 
 def load_module(checkpoint: Path) -> ImbalanceModule:
@@ -60,23 +60,11 @@ def evaluate(checkpoint: Path, split: str, out: Path, overwrite: bool = False) -
         per_class_bar_plot(
             result["per_class_iou"], f"per-class IoU ({split})", out / "per_class_iou.png"
         )
-        lines = [f"# {title}", "", "| metric | value |", "|---|---:|"]
-        lines += [
-            f"| {name} | {result[name]:.4f} |"
-            for name in (
-                "miou",
-                "mean_dice",
-                "miou_foreground",
-                "pixel_accuracy",
-                "rarest_class_iou",
+        (out / "report.md").write_text(
+            segmentation_report(
+                title, {split: result}, ["per_class_iou.png"], {"checkpoint": str(checkpoint)}
             )
-        ]
-        lines += ["", "| class | IoU | Dice |", "|---|---:|---:|"]
-        lines += [
-            f"| {c} | {result['per_class_iou'][c]:.4f} | {result['per_class_dice'][c]:.4f} |"
-            for c in result["per_class_iou"]
-        ]
-        (out / "report.md").write_text("\n".join(lines) + "\n")
+        )
     else:
         figures = []
         if "confusion_matrix" in result:

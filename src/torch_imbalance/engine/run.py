@@ -41,7 +41,7 @@ from torch_imbalance.metrics.plots import (
     read_metrics_csv,
     training_curves_plot,
 )
-from torch_imbalance.metrics.report import run_report
+from torch_imbalance.metrics.report import run_report, segmentation_report
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 BEST_CHECKPOINT = Path("checkpoints") / "best.ckpt"
@@ -258,31 +258,14 @@ def write_segmentation_outputs(run_dir: Path, metrics: dict[str, Any]) -> None:
         f"{config['loss']} on {config['dataset']} ({config['model']}/{config['encoder']}, "
         f"seed {config['seed']})"
     )
-    lines = [f"# {title}", "", "| metric | val | test |", "|---|---:|---:|"]
-    for name in ("miou", "mean_dice", "miou_foreground", "pixel_accuracy", "rarest_class_iou"):
-        lines.append(f"| {name} | {metrics['val'][name]:.4f} | {test[name]:.4f} |")
-    lines += [
-        "",
-        "## Per class (test)",
-        "",
-        "| class | IoU | Dice | pixels |",
-        "|---|---:|---:|---:|",
-    ]
-    for name in classes:
-        lines.append(
-            f"| {name} | {test['per_class_iou'][name]:.4f} | {test['per_class_dice'][name]:.4f} "
-            f"| {test['per_class_pixels'][name]} |"
-        )
-    lines += ["", "## Figures", ""] + [
-        f"![{f}]({f})" for f in ("overlays.png", "per_class_iou.png", "training_curves.png")
-    ]
     notes = {
         **metrics["dataset"]["notes"],
         "rarest class": test["rarest_class"],
         "checkpoint": metrics["checkpoint"],
     }
-    lines += ["", "## Notes", ""] + [f"- {k}: {v}" for k, v in notes.items()]
-    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+    figures = ["overlays.png", "per_class_iou.png", "training_curves.png"]
+    report = segmentation_report(title, {"val": metrics["val"], "test": test}, figures, notes)
+    (run_dir / "report.md").write_text(report)
     write_json(run_dir / "metrics.json", metrics)
 
 

@@ -21,6 +21,7 @@ import os
 import types
 import warnings
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -113,9 +114,9 @@ def gap_kernels(
     A float ``gamma`` is compiled in as a constant (``None``: γ is a tensor argument);
     ``wants_gamma`` adds the ``∂ℓ/∂γ`` output.
     """
-    key = (_head_key(head_loss), scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma)
+    spec = _Spec(scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma)
+    key = (_head_key(head_loss), spec)
     if key not in _kernels:
-        spec = _Spec(scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma)
         number = len(_kernels)
         forward = _specialise(_gap_forward, number, spec=spec, head_loss=head_loss)
         backward = _specialise(_gap_backward, number, spec=spec)
@@ -135,22 +136,17 @@ def _specialise(function: Callable[..., Any], number: int, **keywords: Any) -> C
     return copy
 
 
+@dataclass(frozen=True)
 class _Spec:
-    """The static part of a configuration (baked into the compiled code)."""
+    """The static part of a configuration (baked into the compiled code; hashable key)."""
 
-    def __init__(
-        self,
-        scales: tuple[float, ...],
-        has_offset: tuple[bool, ...],
-        has_shift: tuple[bool, ...],
-        dtype: torch.dtype,
-        floor: float,
-        gamma: float | None,
-        wants_gamma: bool,
-    ) -> None:
-        self.scales, self.has_offset, self.has_shift = scales, has_offset, has_shift
-        self.dtype, self.floor = dtype, floor
-        self.gamma, self.wants_gamma = gamma, wants_gamma
+    scales: tuple[float, ...]
+    has_offset: tuple[bool, ...]
+    has_shift: tuple[bool, ...]
+    dtype: torch.dtype
+    floor: float
+    gamma: float | None
+    wants_gamma: bool
 
 
 def _head_logits(

@@ -44,3 +44,46 @@ def run_report(title: str, metrics: dict, notes: dict[str, str], figures: list[s
     if notes:
         lines += ["", "## Notes", ""] + [f"- {key}: {value}" for key, value in notes.items()]
     return "\n".join(lines) + "\n"
+
+
+SEGMENTATION_SCALARS = (
+    "miou",
+    "mean_dice",
+    "miou_foreground",
+    "pixel_accuracy",
+    "rarest_class_iou",
+)
+
+
+def segmentation_report(
+    title: str, metrics: dict, figures: list[str], notes: dict[str, str]
+) -> str:
+    """``report.md`` of a segmentation run: headline metrics per split, per-class IoU / Dice
+    (of the last split given) with pixel counts, figures and notes."""
+    splits = [s for s in ("val", "test") if s in metrics]
+    lines = [
+        f"# {title}",
+        "",
+        "| metric | " + " | ".join(splits) + " |",
+        "|---|" + "---:|" * len(splits),
+    ]
+    for name in SEGMENTATION_SCALARS:
+        lines.append(f"| {name} | " + " | ".join(f"{metrics[s][name]:.4f}" for s in splits) + " |")
+    last = metrics[splits[-1]]
+    lines += [
+        "",
+        f"## Per class ({splits[-1]})",
+        "",
+        "| class | IoU | Dice | pixels |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, iou in last["per_class_iou"].items():
+        lines.append(
+            f"| {name} | {iou:.4f} | {last['per_class_dice'][name]:.4f} "
+            f"| {last['per_class_pixels'][name]} |"
+        )
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {key}: {value}" for key, value in notes.items()]
+    return "\n".join(lines) + "\n"
