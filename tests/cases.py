@@ -90,6 +90,15 @@ CASES = [
         has_gamma=True,
     ),
     Case(
+        "lmf_same_scale",
+        TF.lmf_loss,
+        ref.lmf,
+        ("multiclass", "multilabel"),
+        True,
+        {"gamma": 1.5, "scale": 4.0, "focal_scale": 4.0},
+        has_gamma=True,
+    ),
+    Case(
         "dual_focal",
         TF.dual_focal_loss,
         ref.dual_focal,

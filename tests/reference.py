@@ -137,26 +137,50 @@ def lmf(
     ignore_index=-100,
     reduction="mean",
     task="multiclass",
+    focal_scale=1.0,
 ):
+    """Sadi et al., eq. 3: ``λ_ldam · LDAM + λ_focal · focal`` on the same logits; the focal
+    term sees ``focal_scale · z`` (1 in the paper; ``s`` for the cosine-head variants)."""
+    z = z.to(torch.float64)
     return ldam_weight * ldam(
         z, target, counts, max_margin, scale, weight, ignore_index, reduction, task
-    ) + focal_weight * focal(z, target, gamma, None, weight, ignore_index, reduction, task)
+    ) + focal_weight * focal(
+        focal_scale * z, target, gamma, None, weight, ignore_index, reduction, task
+    )
 
 
 def lmf_official(
     z, target, counts, gamma=1.5, max_margin=0.5, scale=30.0, ldam_weight=1.5, focal_weight=1.0
 ):
-    """The authors' code path, re-written from its description: margins as class weights,
-    torch's weighted-mean CE for LDAM, p = exp(-weighted CE) and a plain mean for focal."""
+    """The authors' code, term by term (github.com/Adnan-Sadi/LMFLOSS, commit 0bcc59b):
+
+    * margins: ``utils.py: get_mlist`` — ``m = 1 / n^{1/4}``, rescaled so that ``max m = max_m``;
+      ``train.py`` passes them as ``cls_num_list`` (the margins) AND as ``weight`` / ``alpha``;
+    * LDAM: ``loss_functions.py: LDAMLoss.forward`` — subtract ``m[t]`` from the target logit,
+      then ``F.cross_entropy(s * output, target, weight=m)`` (weighted mean);
+    * focal: ``loss_functions.py: focal_loss`` loads ``adeelh/pytorch-multi-class-focal-loss``
+      (``focal_loss.py: FocalLoss.forward``): ``log_p = log_softmax(x)``,
+      ``ce = NLLLoss(weight=alpha, reduction='none')(log_p, y)``, ``pt = exp(log_p[rows, y])``,
+      ``loss = ((1 - pt) ** gamma * ce).mean()``;
+    * LMF: ``loss_functions.py: LMFLoss.forward`` — ``alpha * ldam + beta * focal`` with
+      ``config.ini``'s ``alpha = 1.5``, ``beta = 1.0``.
+    """
     z = z.to(torch.float64)
-    delta = margins(counts, max_margin)
-    index = F.one_hot(target, z.shape[1]).bool()
-    shifted = torch.where(index, z - delta[target].unsqueeze(1), z)
-    ldam_term = F.cross_entropy(scale * shifted, target, weight=delta)
-    logp = F.cross_entropy(z, target, reduction="none", weight=delta)
-    p = torch.exp(-logp)
-    focal_term = ((1 - p) ** gamma * logp).mean()
-    return ldam_weight * ldam_term + focal_weight * focal_term
+    n = torch.as_tensor(counts, dtype=torch.float64)
+    m_list = 1.0 / torch.sqrt(torch.sqrt(n))
+    m_list = m_list * (max_margin / m_list.max())
+    # LDAMLoss.forward
+    index = torch.zeros_like(z, dtype=torch.bool).scatter_(1, target.view(-1, 1), True)
+    batch_m = (m_list[None, :] @ index.to(torch.float64).T).view(-1, 1)
+    output = torch.where(index, z - batch_m, z)
+    loss_ldam = F.cross_entropy(scale * output, target, weight=m_list)
+    # FocalLoss.forward (adeelh), alpha = m_list
+    log_p = F.log_softmax(z, dim=-1)
+    ce = F.nll_loss(log_p, target, weight=m_list, reduction="none")
+    log_pt = log_p[torch.arange(len(z)), target]
+    pt = log_pt.exp()
+    loss_focal = ((1 - pt) ** gamma * ce).mean()
+    return ldam_weight * loss_ldam + focal_weight * loss_focal
 
 
 # ------------------------------------------------------------------------------ Dual Focal

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import reference as ref
 import torch
 from cases import make_batch
 
@@ -25,16 +26,19 @@ SPEC_NAMES = [
     "logit_adjusted",
     "poly1",
 ]
+#: Beyond the spec: the LMF variants of issue 9 (cosine head, same scale; with DRW).
+EXTRA_NAMES = ["lmf_cosine", "lmf_drw"]
 
 
 def test_registry_has_exactly_the_spec_names():
-    assert ti.available_losses() == SPEC_NAMES
+    assert sorted(ti.available_losses()) == sorted(SPEC_NAMES + EXTRA_NAMES)
 
 
-@pytest.mark.parametrize("name", SPEC_NAMES)
+@pytest.mark.parametrize("name", SPEC_NAMES + EXTRA_NAMES)
 @pytest.mark.parametrize("shape", [(6, 4), (2, 4, 5, 5), (1, 4, 2, 3, 3)])
 def test_every_registry_loss_trains(name, shape):
-    loss = ti.build_loss(name, COUNTS, **({"total_epochs": 10} if name == "ldam_drw" else {}))
+    drw = name in ("ldam_drw", "lmf_drw")
+    loss = ti.build_loss(name, COUNTS, **({"total_epochs": 10} if drw else {}))
     if hasattr(loss, "set_epoch"):
         loss.set_epoch(9)
     z, t = make_batch("multiclass", shape, 0.1, dtype=torch.float32)
@@ -80,6 +84,33 @@ def test_registry_defaults_follow_the_spec():
     assert drw.start_epoch == 3 and drw.loss.max_margin == 0.3
     assert ti.build_loss("weighted_ce", COUNTS, power=0.5).weight.sum().item() == pytest.approx(4.0)
     assert ti.build_loss("focal", task="multilabel", alpha=0.25).task == "multilabel"
+
+
+@pytest.mark.parametrize("shape", [(16, 4), (2, 4, 3, 3)])
+def test_lmf_variants_follow_their_formulas(shape):
+    """lmf_cosine: the paper's LMF with the focal term at the LDAM scale s; lmf_drw: the same
+    under deferred re-weighting (class-balanced weights of Cui et al. from the switch epoch)."""
+    z, t = make_batch("multiclass", shape, 0.1, scale=0.4)  # cosine logits lie in [-1, 1]
+    same_scale = ref.lmf(z, t, COUNTS, scale=30.0, focal_scale=30.0)
+    torch.testing.assert_close(ti.build_loss("lmf_cosine", COUNTS)(z, t), same_scale)
+    drw = ti.build_loss("lmf_drw", COUNTS, total_epochs=10)
+    torch.testing.assert_close(drw(z, t), same_scale)  # epochs 0-7: unweighted
+    drw.set_epoch(8)
+    n = torch.tensor(COUNTS, dtype=torch.float64)
+    balanced = (1 - 0.9999) / (1 - 0.9999**n)
+    balanced = balanced / balanced.sum() * len(COUNTS)
+    expected = ref.lmf(z, t, COUNTS, scale=30.0, focal_scale=30.0, weight=balanced)
+    torch.testing.assert_close(drw(z, t), expected)
+    assert not torch.allclose(expected, same_scale)
+    # A smaller scale moves both terms together unless focal_scale is given.
+    small = ti.build_loss("lmf_cosine", COUNTS, scale=10.0)
+    assert (small.scale, small.focal_scale) == (10.0, 10.0)
+
+
+@pytest.mark.parametrize("name", ["ldam_drw", "lmf_drw"])
+def test_drw_losses_refuse_a_weight(name):
+    with pytest.raises(ValueError, match="deferred re-weighting sets the class weights"):
+        ti.build_loss(name, COUNTS, total_epochs=10, weight=torch.ones(4))
 
 
 def test_public_api_names():

@@ -61,14 +61,25 @@ def _ldam(counts: Counts, kw: dict[str, Any]) -> nn.Module:
     return LDAMLoss(_needs_counts("ldam", counts), **kw)
 
 
-def _ldam_drw(counts: Counts, kw: dict[str, Any]) -> nn.Module:
-    counts = _needs_counts("ldam_drw", counts)
+def _drw_schedule(name: str, kw: dict[str, Any]) -> dict[str, Any]:
+    """Pop DRW's own settings from ``kw``; the wrapped loss's weights belong to DRW."""
+    if "weight" in kw:
+        raise ValueError(
+            f"loss {name!r}: deferred re-weighting sets the class weights itself; "
+            "do not pass weight"
+        )
     schedule = {key: kw.pop(key) for key in ("start_epoch", "total_epochs", "beta") if key in kw}
     if "start_epoch" not in schedule and "total_epochs" not in schedule:
         raise ValueError(
-            "loss 'ldam_drw' needs start_epoch or total_epochs (DRW switches at "
+            f"loss {name!r} needs start_epoch or total_epochs (DRW switches at "
             "80 % of the planned epochs by default)"
         )
+    return schedule
+
+
+def _ldam_drw(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+    counts = _needs_counts("ldam_drw", counts)
+    schedule = _drw_schedule("ldam_drw", kw)
     return DeferredReweighting(LDAMLoss(counts, **kw), counts, **schedule)
 
 
@@ -78,6 +89,18 @@ def _lmf(counts: Counts, kw: dict[str, Any]) -> nn.Module:
 
 def _lmf_official(counts: Counts, kw: dict[str, Any]) -> nn.Module:
     return LMFLoss.official(_needs_counts("lmf_official", counts), **kw)
+
+
+def _lmf_cosine(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+    kw.setdefault("focal_scale", kw.get("scale", 30.0))
+    return LMFLoss(_needs_counts("lmf_cosine", counts), **kw)
+
+
+def _lmf_drw(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+    counts = _needs_counts("lmf_drw", counts)
+    schedule = _drw_schedule("lmf_drw", kw)
+    kw.setdefault("focal_scale", kw.get("scale", 30.0))
+    return DeferredReweighting(LMFLoss(counts, **kw), counts, **schedule)
 
 
 def _dual_focal(counts: Counts, kw: dict[str, Any]) -> nn.Module:
@@ -114,6 +137,8 @@ LOSSES: dict[str, Builder] = {
     "ldam_drw": _ldam_drw,
     "lmf": _lmf,
     "lmf_official": _lmf_official,
+    "lmf_cosine": _lmf_cosine,
+    "lmf_drw": _lmf_drw,
     "dual_focal": _dual_focal,
     "dual_focal_adaptive": _dual_focal_adaptive,
     "balanced_softmax": _balanced_softmax,
@@ -138,8 +163,11 @@ def build_loss(name: str, class_counts: Counts = None, **overrides: Any) -> nn.M
     Names: ``ce``, ``weighted_ce`` (inverse frequency; ``power`` override), ``cb_ce`` (effective
     number; ``beta``), ``focal``, ``cb_focal``, ``ldam``, ``ldam_drw`` (LDAM wrapped in
     :class:`DeferredReweighting`; needs ``start_epoch`` or ``total_epochs``), ``lmf``,
-    ``lmf_official`` (the authors' code), ``dual_focal``, ``dual_focal_adaptive`` (learnable γ +
-    adaptive class weights), ``balanced_softmax``, ``logit_adjusted``, ``poly1``.
+    ``lmf_official`` (the authors' code), ``lmf_cosine`` (LMF for a cosine head: the focal
+    term at the same scale ``s`` as LDAM), ``lmf_drw`` (``lmf_cosine`` with deferred
+    re-weighting; needs ``start_epoch`` or ``total_epochs``), ``dual_focal``,
+    ``dual_focal_adaptive`` (learnable γ + adaptive class weights), ``balanced_softmax``,
+    ``logit_adjusted``, ``poly1``.
 
     Args:
         name: a registry name.

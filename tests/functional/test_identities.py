@@ -95,7 +95,7 @@ def test_lmf_is_weighted_sum_of_its_parts(task, reduction):
     torch.testing.assert_close(ours, parts, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("num_classes", [2, 4, 6])
+@pytest.mark.parametrize("num_classes", [2, 4, 5, 6])
 def test_lmf_official_equals_authors_formula(num_classes):
     z, t = make_batch("multiclass", (32, num_classes))
     z.requires_grad_()

@@ -32,7 +32,7 @@ def build_run_loss(
     if config.loss == "dice_ce":
         return DiceCELoss(ignore_index)
     overrides = dict(config.loss_params)
-    if config.loss == "ldam_drw":
+    if config.loss in ("ldam_drw", "lmf_drw"):
         overrides.setdefault("total_epochs", config.epochs)
     if task == "multilabel":
         overrides.setdefault("task", "multilabel")

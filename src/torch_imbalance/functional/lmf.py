@@ -38,20 +38,6 @@ from torch_imbalance.functional.ldam import (
 Variant = Literal["paper", "official"]
 
 
-def official_focal_from_weighted_ce(weighted_ce: torch.Tensor, gamma: GammaLike) -> torch.Tensor:
-    """The authors' focal term per element: ``(1 − e^{−x})^γ · x`` with ``x = w_t · CE``.
-
-    Their code takes ``p = exp(−weighted CE)`` as the probability, which differs from
-    ``w_t (1 − p_t)^γ CE`` whenever the weights are not 1. ``1 − e^{−x}`` is ``−expm1(−x)``,
-    exact for small ``x``; where it is 0 the term and its gradient are 0.
-    """
-    one_minus_p = -torch.expm1(-weighted_ce)
-    positive = one_minus_p > 0
-    log_one_minus_p = torch.log(torch.where(positive, one_minus_p, 1.0))
-    modulator = torch.where(positive, power_from_log(log_one_minus_p, gamma), 0.0)
-    return modulator * weighted_ce
-
-
 def _multilabel_lmf_chunk(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -59,6 +45,7 @@ def _multilabel_lmf_chunk(
     gamma: GammaLike,
     margins: torch.Tensor,
     scale: float,
+    focal_scale: float,
     ldam_weight: float,
     focal_weight: float,
     weight: torch.Tensor | None,
@@ -67,7 +54,9 @@ def _multilabel_lmf_chunk(
 ) -> torch.Tensor:
     z = logits.to(dtype)
     sign = multilabel_sign(target, multilabel_valid(target, ignore_index), dtype)
-    focal = multilabel_focal_terms(z, sign, gamma_param[0] if gamma_param else gamma, None)
+    focal_logits = z * focal_scale if focal_scale != 1.0 else z
+    gamma_value = gamma_param[0] if gamma_param else gamma
+    focal = multilabel_focal_terms(focal_logits, sign, gamma_value, None)
     loss = ldam_weight * multilabel_ldam_terms(z, sign, margins, scale) + focal_weight * focal
     return mask_multilabel(loss, target, weight, ignore_index)
 
@@ -81,6 +70,7 @@ def lmf_loss(
     gamma: GammaLike = 1.5,
     max_margin: float = 0.5,
     scale: float = 30.0,
+    focal_scale: float = 1.0,
     ldam_weight: float = 1.0,
     focal_weight: float = 1.0,
     weight: torch.Tensor | None = None,
@@ -93,8 +83,14 @@ def lmf_loss(
     r"""LMF loss: :math:`\lambda_{ldam} L_{LDAM} + \lambda_{focal} L_{focal}` on the same logits.
 
     ``variant="paper"`` (default) follows the paper's text: LDAM on :math:`s(z - \Delta_t e_t)`
-    and focal on the raw logits :math:`z`, both weighted by ``weight`` and reduced the same way,
-    so the result is exactly the weighted sum of :func:`ldam_loss` and :func:`focal_loss`.
+    and focal on :math:`s_f z` (:math:`s_f` = ``focal_scale``, 1 in the paper: the raw logits),
+    both weighted by ``weight`` and reduced the same way, so the result is exactly the weighted
+    sum of :func:`ldam_loss` and :func:`focal_loss` (of ``focal_scale · input``).
+
+    With a plain linear head and :math:`s = 30`, the LDAM term's gradient is up to :math:`s`
+    times the focal term's. On a cosine head (:class:`~torch_imbalance.NormedLinear`, logits in
+    :math:`[-1, 1]`) ``focal_scale = scale`` gives both terms the same temperature: the
+    registry's ``lmf_cosine`` and ``lmf_drw`` (with deferred re-weighting).
 
     ``variant="official"`` reproduces the authors' code (multiclass only):
 
@@ -103,9 +99,10 @@ def lmf_loss(
       ``lmf_official`` does);
     * LDAM term: :math:`\sum_i \Delta_{t_i}\,\mathrm{CE}(s(z_i - \Delta_{t_i} e_{t_i}), t_i) /
       \sum_i \Delta_{t_i}` (weighted mean, as ``F.cross_entropy``);
-    * focal term: :math:`\frac{1}{N}\sum_i (1 - e^{-x_i})^\gamma x_i` with
-      :math:`x_i = \Delta_{t_i}\,\mathrm{CE}(z_i, t_i)` (their focal treats ``exp(−weighted CE)``
-      as the probability and averages over the ``N`` elements).
+    * focal term: :math:`\frac{1}{N}\sum_i \Delta_{t_i} (1 - p_{t_i})^\gamma (-\log p_{t_i})`
+      with the plain softmax probability :math:`p_t` of the raw logits (their ``focal_loss``
+      loads ``adeelh/pytorch-multi-class-focal-loss``: the class weight multiplies only the
+      cross-entropy factor, and the mean is over the ``N`` valid elements).
 
     Args:
         input: logits ``(N, C)`` or ``(N, C, *spatial)``.
@@ -115,6 +112,7 @@ def lmf_loss(
         gamma: focal ``γ ≥ 0``.
         max_margin: the largest LDAM margin.
         scale: LDAM logit scale ``s``.
+        focal_scale: scale of the logits the focal term sees (1: the raw logits, as the paper).
         ldam_weight: :math:`\lambda_{ldam}`.
         focal_weight: :math:`\lambda_{focal}`.
         weight: per-class weights ``(C,)`` of both terms (paper variant).
@@ -137,6 +135,7 @@ def lmf_loss(
     check_range("ldam_weight", ldam_weight, 0.0)
     check_range("focal_weight", focal_weight, 0.0)
     check_range("scale", scale, 0.0, low_inclusive=False)
+    check_range("focal_scale", focal_scale, 0.0, low_inclusive=False)
     if variant not in ("paper", "official"):
         raise ValueError(f"variant must be 'paper' or 'official', got {variant!r}")
     dtype = prepare(task, input, target, weight, ignore_index, reduction, validate)
@@ -156,6 +155,7 @@ def lmf_loss(
             ignore_index,
             margins=margins,
             scale=scale,
+            focal_scale=focal_scale,
             ldam_weight=ldam_weight,
             focal_weight=focal_weight,
             weight=weight,
@@ -166,9 +166,9 @@ def lmf_loss(
             "variant='official' weights both terms by the LDAM margins; weight must be None"
         )
     safe_target, valid = split_ignored(target, ignore_index)
-    # One pass over the logits for both terms: LDAM sees s·(z − Δ_t e_t), focal sees z (last, so
-    # the kernel can work on its chunk in place).
-    heads = (ldam_head(margins, scale), GapHead())
+    # One pass over the logits for both terms: LDAM sees s·(z − Δ_t e_t), focal sees s_f·z (last,
+    # so the kernel can work on its chunk in place).
+    heads = (ldam_head(margins, scale), GapHead(scale=float(focal_scale)))
     if variant == "paper":
         weights = element_weights(safe_target, valid, weight, dtype)
         head = functools.partial(lmf_head, ldam_weight=ldam_weight, focal_weight=focal_weight)
@@ -176,7 +176,11 @@ def lmf_loss(
         return finish_multiclass(loss, weights, reduction)
     ldam_gap, focal_gap = target_gap(input, safe_target, heads, dtype)
     ldam_terms = softplus(ldam_gap)
-    focal_terms = official_focal_from_weighted_ce(margins[safe_target] * softplus(focal_gap), gamma)
+    cross_entropy = softplus(focal_gap)
+    # log(1 − p_t) = log σ(u) = u − softplus(u): exact where p_t rounds to 1.
+    focal_terms = power_from_log(focal_gap - cross_entropy, gamma) * cross_entropy
     ldam = reduce_multiclass(ldam_terms, safe_target, valid, margins, reduction)
-    focal = reduce_multiclass(focal_terms, safe_target, valid, None, reduction, normalizer="count")
+    focal = reduce_multiclass(
+        focal_terms, safe_target, valid, margins, reduction, normalizer="count"
+    )
     return ldam_weight * ldam + focal_weight * focal

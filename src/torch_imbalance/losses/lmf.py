@@ -28,6 +28,8 @@ class LMFLoss(ImbalanceLoss):
         gamma: focal ``γ ≥ 0``.
         max_margin: the largest LDAM margin.
         scale: LDAM logit scale ``s``.
+        focal_scale: scale of the logits the focal term sees (1, the paper: raw logits; ``scale``
+            on a cosine head gives both terms the same temperature).
         ldam_weight: :math:`\lambda_{ldam}`.
         focal_weight: :math:`\lambda_{focal}`.
         weight: per-class weights ``(C,)`` of both terms (paper variant).
@@ -55,6 +57,7 @@ class LMFLoss(ImbalanceLoss):
         gamma: float = 1.5,
         max_margin: float = 0.5,
         scale: float = 30.0,
+        focal_scale: float = 1.0,
         ldam_weight: float = 1.0,
         focal_weight: float = 1.0,
         weight: torch.Tensor | Sequence[float] | None = None,
@@ -73,6 +76,7 @@ class LMFLoss(ImbalanceLoss):
         )
         check_gamma(gamma)
         check_range("scale", scale, 0.0, low_inclusive=False)
+        check_range("focal_scale", focal_scale, 0.0, low_inclusive=False)
         check_range("ldam_weight", ldam_weight, 0.0)
         check_range("focal_weight", focal_weight, 0.0)
         if variant not in ("paper", "official"):
@@ -87,6 +91,7 @@ class LMFLoss(ImbalanceLoss):
         self.gamma = float(gamma)
         self.max_margin = max_margin
         self.scale = scale
+        self.focal_scale = focal_scale
         self.ldam_weight = ldam_weight
         self.focal_weight = focal_weight
         self.variant: Variant = variant
@@ -105,6 +110,7 @@ class LMFLoss(ImbalanceLoss):
             margins=self.margins,
             gamma=self.gamma,
             scale=self.scale,
+            focal_scale=self.focal_scale,
             ldam_weight=self.ldam_weight,
             focal_weight=self.focal_weight,
             variant=self.variant,
@@ -114,5 +120,6 @@ class LMFLoss(ImbalanceLoss):
     def extra_repr(self) -> str:
         return (
             f"variant={self.variant!r}, gamma={self.gamma:g}, ldam_weight={self.ldam_weight}, "
-            f"focal_weight={self.focal_weight}, scale={self.scale}, " + super().extra_repr()
+            f"focal_weight={self.focal_weight}, scale={self.scale}, "
+            f"focal_scale={self.focal_scale}, " + super().extra_repr()
         )

@@ -12,7 +12,7 @@ from torch_imbalance.heads import NormedLinear
 
 HEADS = ("linear", "cosine")
 #: Losses designed for cosine logits in [-1, 1] (the LDAM paper's head); others get a linear head.
-COSINE_LOSSES = frozenset({"ldam", "ldam_drw"})
+COSINE_LOSSES = frozenset({"ldam", "ldam_drw", "lmf_cosine", "lmf_drw"})
 
 
 class ModelError(ValueError):
@@ -20,8 +20,8 @@ class ModelError(ValueError):
 
 
 def default_head(loss: str) -> str:
-    """``"cosine"`` for LDAM (its authors' head), ``"linear"`` otherwise (LMF's authors used a
-    plain linear head)."""
+    """``"cosine"`` for LDAM (its authors' head) and the cosine-head LMF variants, ``"linear"``
+    otherwise (LMF's authors used a plain linear head)."""
     return "cosine" if loss in COSINE_LOSSES else "linear"
 
 
