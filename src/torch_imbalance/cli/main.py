@@ -84,6 +84,13 @@ def add_run_options(parser: argparse.ArgumentParser, with_loss: bool = True) -> 
     )
     data.add_argument("--sampler", choices=["none", "oversample", "undersample"], default=SUPPRESS)
     data.add_argument("--no-augment", dest="augment", action="store_false", default=SUPPRESS)
+    data.add_argument(
+        "--no-normalize",
+        dest="normalize",
+        action="store_false",
+        default=SUPPRESS,
+        help="feed [0, 1] pixels (default: mean 0.5 / std 0.5)",
+    )
     data.add_argument("--num-workers", dest="num_workers", type=int, default=SUPPRESS)
     model = parser.add_argument_group("model")
     model.add_argument(
@@ -105,7 +112,8 @@ def add_run_options(parser: argparse.ArgumentParser, with_loss: bool = True) -> 
         "--pretrained",
         action="store_true",
         default=SUPPRESS,
-        help="timm pretrained weights (needs the network)",
+        help="ImageNet weights: offline for efficientnet_lite0/1/2 (classifier, or smp encoder "
+        "tu-efficientnet_lite0/1/2), from the network for other timm names",
     )
     model.add_argument("--weights", default=SUPPRESS, help="local backbone weights file")
     if with_loss:
@@ -119,12 +127,21 @@ def add_run_options(parser: argparse.ArgumentParser, with_loss: bool = True) -> 
         metavar="KEY=VALUE",
         help="loss override, repeatable",
     )
+    model.add_argument(
+        "--margin-weights",
+        dest="margin_weights",
+        action="store_true",
+        default=SUPPRESS,
+        help="weight the focal and ldam baselines by the LDAM margins (the LMF authors' code)",
+    )
     opt = parser.add_argument_group("optimisation")
     opt.add_argument(
         "--preset",
         choices=["lmf-paper"],
         default=SUPPRESS,
-        help="lmf-paper: Adam 1e-4, StepLR (the LMF authors' recipe)",
+        help="lmf-paper: the LMF authors' recipe (Adam 1e-4, L2 5e-4, StepLR 30 ×0.1, 100 "
+        "epochs, batch 32, 224², no augmentation or normalisation, margin-weighted baselines, "
+        "pretrained); flags given override it",
     )
     opt.add_argument("--epochs", type=int, default=SUPPRESS)
     opt.add_argument("--batch-size", dest="batch_size", type=int, default=SUPPRESS)
@@ -132,6 +149,12 @@ def add_run_options(parser: argparse.ArgumentParser, with_loss: bool = True) -> 
     opt.add_argument("--weight-decay", dest="weight_decay", type=float, default=SUPPRESS)
     opt.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], default=SUPPRESS)
     opt.add_argument("--scheduler", choices=["cosine", "step", "none"], default=SUPPRESS)
+    opt.add_argument(
+        "--step-size", dest="step_size", type=int, default=SUPPRESS, help="StepLR period (10)"
+    )
+    opt.add_argument(
+        "--step-gamma", dest="step_gamma", type=float, default=SUPPRESS, help="StepLR factor"
+    )
     opt.add_argument("--precision", default=SUPPRESS, help="Lightning precision, e.g. 16-mixed")
     if with_loss:
         opt.add_argument("--seed", type=int, default=SUPPRESS)
@@ -228,7 +251,9 @@ def command_gradcam(args: argparse.Namespace) -> int:
         else choose_images(part.labels, args.count)
     )
     channels = config.channels or bundle.channels
-    gradcam_figure(modules, bundle, args.split, indices, channels, config.image_size, out)
+    gradcam_figure(
+        modules, bundle, args.split, indices, channels, config.image_size, out, config.normalize
+    )
     print(f"Grad-CAM figure: {out}")
     return 0
 

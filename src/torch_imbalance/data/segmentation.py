@@ -341,11 +341,17 @@ class SegmentationDataset(Dataset):
 
 
 def build_segmentation_transform(
-    image_size: int, channels: int, train: bool, ignore_index: int | None, augment: bool = True
+    image_size: int,
+    channels: int,
+    train: bool,
+    ignore_index: int | None,
+    augment: bool = True,
+    normalize: bool = True,
 ):
     """Joint image/mask transform (torchvision v2; the mask is always resampled nearest):
     resize for evaluation; in training random resized crops, flips and small rotations
-    (exposed corners become the ignore value, or background without one)."""
+    (exposed corners become the ignore value, or background without one); pixels in [0, 1],
+    then (``normalize``) mean 0.5 / std 0.5."""
     from torchvision import tv_tensors
     from torchvision.transforms import v2
 
@@ -362,7 +368,7 @@ def build_segmentation_transform(
     else:
         steps = [v2.Resize(size, antialias=True)]
     pipeline = v2.Compose(steps)
-    normalise = v2.Normalize([0.5] * channels, [0.5] * channels)
+    normalise = v2.Normalize([0.5] * channels, [0.5] * channels) if normalize else v2.Identity()
 
     def apply(image: Image.Image, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = tv_tensors.Image(

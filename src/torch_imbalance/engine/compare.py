@@ -85,25 +85,9 @@ def compare(
     for number, (model, loss, seed) in enumerate(grid, 1):
         folder = run_folder(out, model, loss, seed)
         label = f"[{number}/{len(grid)}] {model} · {loss} · seed {seed}"
-        metrics_file = folder / "metrics.json"
-        if metrics_file.is_file():
-            console.print(f"{label}: done before, skipped")
-            skipped += 1
-            metrics = json.loads(metrics_file.read_text())
-        else:
-            settings = {**base, "model": model, "loss": loss, "seed": seed, "out": str(folder)}
-            if (folder / LAST_CHECKPOINT).is_file():
-                console.print(f"{label}: resuming from {folder / LAST_CHECKPOINT}")
-                settings["resume"] = True
-                settings.pop("overwrite", None)
-            elif folder.exists():
-                # Our own half-written folder from a run killed before its first checkpoint.
-                settings["overwrite"] = True
-            else:
-                console.print(f"{label}: training")
-            run_start = time.perf_counter()
-            metrics = train(resolve_config(settings))
-            console.print(f"{label}: done in {time.perf_counter() - run_start:.1f} s")
+        settings = {**base, "model": model, "loss": loss, "seed": seed}
+        metrics, was_done = run_once(settings, folder, label, console)
+        skipped += was_done
         rows.append(result_row(model, loss, seed, metrics, names))
     wall = time.perf_counter() - started
     write_results(out / "results.csv", rows)
@@ -138,6 +122,31 @@ def compare(
         soft_wrap=True,
     )
     return {"rows": rows, "summary": summary, "wall_seconds": wall}
+
+
+def run_once(
+    settings: dict[str, Any], folder: Path, label: str, console: Any
+) -> tuple[dict[str, Any], bool]:
+    """Train one run into ``folder`` unless its ``metrics.json`` exists; a run killed after a
+    checkpoint resumes, one killed before it starts over. Returns ``(metrics, was_done)``."""
+    metrics_file = folder / "metrics.json"
+    if metrics_file.is_file():
+        console.print(f"{label}: done before, skipped")
+        return json.loads(metrics_file.read_text()), True
+    settings = {**settings, "out": str(folder)}
+    if (folder / LAST_CHECKPOINT).is_file():
+        console.print(f"{label}: resuming from {folder / LAST_CHECKPOINT}")
+        settings["resume"] = True
+        settings.pop("overwrite", None)
+    elif folder.exists():
+        # Our own half-written folder from a run killed before its first checkpoint.
+        settings["overwrite"] = True
+    else:
+        console.print(f"{label}: training")
+    started = time.perf_counter()
+    metrics = train(resolve_config(settings))
+    console.print(f"{label}: done in {time.perf_counter() - started:.1f} s")
+    return metrics, False
 
 
 def result_row(

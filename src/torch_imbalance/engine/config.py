@@ -13,14 +13,24 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "step", "none")
 #: Named recipes applied before the user's own settings.
 PRESETS: dict[str, dict[str, Any]] = {
-    # The LMF authors' recipe: Adam, lr 1e-4, StepLR (step 10, ×0.1), no weight decay.
+    # The LMF authors' recipe (github.com/Adnan-Sadi/LMFLOSS, config.ini and train.py): Adam,
+    # lr 1e-4 with coupled L2 5e-4, StepLR every 30 epochs ×0.1, 100 epochs, batch 32, 224²,
+    # Resize + ToTensor only (no augmentation, no normalisation), and the LDAM margins as the
+    # class weights of their LDAM and focal baselines. Their backbones are ImageNet-pretrained.
     "lmf-paper": {
         "optimizer": "adam",
         "lr": 1e-4,
-        "weight_decay": 0.0,
+        "weight_decay": 5e-4,
         "scheduler": "step",
-        "step_size": 10,
+        "step_size": 30,
         "step_gamma": 0.1,
+        "epochs": 100,
+        "batch_size": 32,
+        "image_size": 224,
+        "augment": False,
+        "normalize": False,
+        "margin_weights": True,
+        "pretrained": True,
     },
 }
 
@@ -47,6 +57,8 @@ class RunConfig:
     max_per_class: int | None = None
     sampler: str = "none"
     augment: bool = True
+    #: Inputs to mean 0.5 / std 0.5 (False: [0, 1], as the LMF authors' ``ToTensor`` only).
+    normalize: bool = True
     num_workers: int = 0
     # segmentation data
     num_classes: int | None = None
@@ -60,6 +72,8 @@ class RunConfig:
     # loss
     loss: str = "ce"
     loss_params: dict[str, Any] = field(default_factory=dict)
+    #: Weight the ``focal`` and ``ldam`` baselines by the LDAM margins (the LMF authors' code).
+    margin_weights: bool = False
     # optimisation
     preset: str | None = None
     epochs: int = 10

@@ -19,6 +19,11 @@ from torch_imbalance.metrics.segmentation import (
 from torch_imbalance.models import build_classifier, default_head
 from torch_imbalance.models.segmenter import build_segmenter
 from torch_imbalance.registry import build_loss
+from torch_imbalance.weights import ldam_margins
+
+#: The LMF authors' baselines that take the LDAM margins as class weights (``--margin-weights``):
+#: their ``train.py`` builds ``LDAMLoss(weight=m_list)`` and ``focal_loss(alpha=m_list)``.
+MARGIN_WEIGHTED_LOSSES = ("focal", "ldam")
 
 #: The validation metric that picks the best epoch, per task.
 PRIMARY = {"multiclass": "macro_f1", "multilabel": "macro_f1", "segmentation": "miou"}
@@ -38,6 +43,8 @@ def build_run_loss(
         overrides.setdefault("task", "multilabel")
     if ignore_index is not None:
         overrides.setdefault("ignore_index", ignore_index)
+    if config.margin_weights and config.loss in MARGIN_WEIGHTED_LOSSES:
+        overrides.setdefault("weight", ldam_margins(class_counts))
     return build_loss(config.loss, class_counts, **overrides)
 
 
@@ -100,6 +107,10 @@ class ImbalanceModule(pl.LightningModule):
             }
         self.metrics = torch.nn.ModuleDict(metrics)
         self.summaries: dict[str, dict[str, Any]] = {}
+        #: Per test item, from the last test run: class probabilities ``(n, C)`` (classification)
+        #: or a confusion matrix per image ``(n, C, C)`` (segmentation; rows = truth).
+        self.test_outputs: torch.Tensor | None = None
+        self._test_batches: list[torch.Tensor] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -152,10 +163,28 @@ class ImbalanceModule(pl.LightningModule):
         if self._fitting():
             self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True)
         if self.task == "segmentation":
-            self.metrics[stage].update(logits.argmax(1), target)
+            predicted = logits.argmax(1)
+            self.metrics[stage].update(predicted, target)
+            if stage == "test":
+                self._test_batches.append(self._image_confusions(predicted, target))
         else:
             metric_target = target.long() if self.task == "multilabel" else target
-            self.metrics[stage].update(self.probabilities(logits), metric_target)
+            probabilities = self.probabilities(logits)
+            self.metrics[stage].update(probabilities, metric_target)
+            if stage == "test":
+                self._test_batches.append(probabilities.detach().cpu())
+
+    def _image_confusions(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``(B, C, C)`` pixel counts per image (rows: truth), ignored pixels left out."""
+        classes = len(self.classes)
+        batch = target.shape[0]
+        valid = (target >= 0) & (target < classes)
+        cell = target.clamp(0, classes - 1) * classes + predicted
+        cell = cell + torch.arange(batch, device=cell.device).view(-1, *[1] * (cell.ndim - 1)) * (
+            classes * classes
+        )
+        counts = torch.bincount(cell[valid], minlength=batch * classes * classes)
+        return counts.view(batch, classes, classes).cpu()
 
     def _evaluation_end(self, stage: str) -> None:
         computed = self.metrics[stage].compute()
@@ -182,11 +211,16 @@ class ImbalanceModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._evaluation_end("val")
 
+    def on_test_epoch_start(self) -> None:
+        self._test_batches = []
+
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluation_step("test", batch)
 
     def on_test_epoch_end(self) -> None:
         self._evaluation_end("test")
+        self.test_outputs = torch.cat(self._test_batches) if self._test_batches else None
+        self._test_batches = []
 
     # ------------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

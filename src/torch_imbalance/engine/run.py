@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -114,7 +115,12 @@ def build_loaders(
 
         def dataset(split: str, train: bool) -> SegmentationDataset:
             transform = build_segmentation_transform(
-                config.image_size, channels, train, bundle.ignore_index, config.augment
+                config.image_size,
+                channels,
+                train,
+                bundle.ignore_index,
+                config.augment,
+                config.normalize,
             )
             return SegmentationDataset(getattr(bundle, split), channels, transform)
 
@@ -124,12 +130,13 @@ def build_loaders(
             "val": DataLoader(dataset("val", False), shuffle=False, **common),
             "test": DataLoader(dataset("test", False), shuffle=False, **common),
         }
-    train_set = ImageDataset(
-        bundle.train, channels, build_transform(config.image_size, channels, True, config.augment)
+    train_transform = build_transform(
+        config.image_size, channels, True, config.augment, config.normalize
     )
+    train_set = ImageDataset(bundle.train, channels, train_transform)
     sampler = build_sampler(config.sampler, bundle.train.labels, config.seed)
     loaders = {"train": DataLoader(train_set, sampler=sampler, drop_last=False, **common)}
-    evaluation = build_transform(config.image_size, channels, False)
+    evaluation = build_transform(config.image_size, channels, False, normalize=config.normalize)
     for split in ("val", "test"):
         loaders[split] = DataLoader(
             ImageDataset(getattr(bundle, split), channels, evaluation), shuffle=False, **common
@@ -194,6 +201,9 @@ def train(config: RunConfig) -> dict[str, Any]:
         "checkpoint": str(chosen.relative_to(run_dir)),
         "loss_state": module.loss_state(),
     }
+    if trainer.world_size == 1:  # under DDP each process saw only its share of the test split
+        labels = getattr(bundle.test, "labels", None)
+        write_test_predictions(run_dir, module, bundle.test.ids, labels)
     if trainer.is_global_zero:
         if task == "segmentation":
             save_overlay_tiles(module, loaders["test"].dataset, bundle, run_dir)
@@ -201,6 +211,52 @@ def train(config: RunConfig) -> dict[str, Any]:
         else:
             write_outputs(run_dir, metrics)
     return metrics
+
+
+PREDICTIONS = Path("predictions")
+
+
+def write_test_predictions(
+    run_dir: Path, module: ImbalanceModule, ids: list[str], labels: Any
+) -> None:
+    """Per test item, for error analysis and paired statistics: ``predictions/test.csv`` (id,
+    true label(s), predicted class, each class's probability) or, for segmentation,
+    ``predictions/test_confusion.npz`` (ids and a ``(n, C, C)`` pixel confusion per image)."""
+    outputs = module.test_outputs
+    if outputs is None or len(outputs) != len(ids):
+        raise RuntimeError(
+            f"expected one test output per test item ({len(ids)}), got "
+            f"{None if outputs is None else len(outputs)}"
+        )
+    folder = run_dir / PREDICTIONS
+    folder.mkdir(exist_ok=True)
+    classes = module.classes
+    if module.task == "segmentation":
+        temporary = folder / ".test_confusion.tmp.npz"
+        np.savez_compressed(temporary, ids=np.array(ids), confusion=outputs.numpy())
+        os.replace(temporary, folder / "test_confusion.npz")
+        return
+    probabilities = outputs.float().numpy()
+    labels = np.asarray(labels)
+    if module.task == "multilabel":
+        header = ["id", *(f"true_{c}" for c in classes), *(f"prob_{c}" for c in classes)]
+        rows = [
+            [item, *map(int, truth), *(f"{p:.6g}" for p in probability)]
+            for item, truth, probability in zip(ids, labels, probabilities, strict=True)
+        ]
+    else:
+        header = ["id", "label", "predicted", *(f"prob_{c}" for c in classes)]
+        rows = [
+            [item, classes[int(truth)], classes[int(probability.argmax())]]
+            + [f"{p:.6g}" for p in probability]
+            for item, truth, probability in zip(ids, labels, probabilities, strict=True)
+        ]
+    temporary = folder / ".test.csv.tmp"
+    with temporary.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(temporary, folder / "test.csv")
 
 
 #: How many test tiles the overlay figures show.
@@ -228,7 +284,9 @@ def save_overlay_tiles(
         predicted = module(batch.to(module.device)).argmax(1).cpu().numpy()
     np.savez_compressed(
         run_dir / "overlay_tiles.npz",
-        images=(batch[:, 0] * 0.5 + 0.5).clamp(0, 1).numpy(),
+        images=(batch[:, 0] * 0.5 + 0.5 if module.config.normalize else batch[:, 0])
+        .clamp(0, 1)
+        .numpy(),
         targets=torch.stack(targets).numpy(),
         predictions=predicted,
         ids=np.array([dataset.data.ids[i] for i in indices]),

