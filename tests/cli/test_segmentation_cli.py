@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 from harness_helpers import write_segfolder
 
@@ -50,6 +51,21 @@ def test_dual_focal_adaptive_on_dsb2018_nuclei(tmp_path):
     assert "| boundary |" in (evaluation / "report.md").read_text()
     evaluated = json.loads((evaluation / "metrics.json").read_text())["test"]
     assert evaluated["miou"] == pytest.approx(metrics["test"]["miou"], abs=1e-6)
+    # Per-image confusion matrices add up to the split's.
+    per_image = np.load(out / "predictions" / "test_confusion.npz")
+    assert per_image["confusion"].shape == (len(per_image["ids"]), 3, 3)
+    np.testing.assert_array_equal(
+        per_image["confusion"].sum(0), np.array(metrics["test"]["confusion_matrix"])
+    )
+
+
+@pytest.mark.slow
+def test_offline_pretrained_encoder_on_dsb2018(tmp_path):
+    out = tmp_path / "dsb"
+    arguments = ["train", "--dataset", "dsb2018-nuclei", "--encoder", "tu-efficientnet_lite0"]
+    code = main([*arguments, "--pretrained", "--epochs", "1", "--out", str(out), *SEG])
+    assert code == 0
+    assert json.loads((out / "metrics.json").read_text())["config"]["pretrained"]
 
 
 @pytest.mark.slow

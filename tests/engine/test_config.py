@@ -16,6 +16,17 @@ def test_preset_sits_between_defaults_and_explicit_settings():
         resolve_config({"preset": "sota"})
 
 
+def test_lmf_paper_preset_is_the_authors_config_ini():
+    """github.com/Adnan-Sadi/LMFLOSS config.ini ([hyperparameters]) and train.py (optim.Adam with
+    weight_decay, StepLR, Resize + ToTensor only, margins as the baselines' class weights)."""
+    config = resolve_config({"preset": "lmf-paper"})
+    assert (config.optimizer, config.lr, config.weight_decay) == ("adam", 1e-4, 5e-4)
+    assert (config.scheduler, config.step_size, config.step_gamma) == ("step", 30, 0.1)
+    assert (config.epochs, config.batch_size, config.image_size) == (100, 32, 224)
+    assert not config.augment and not config.normalize
+    assert config.margin_weights and config.pretrained
+
+
 def test_model_default_follows_the_task():
     assert resolve_config({}).model == "resnet18"
     assert resolve_config({"task": "segmentation"}).model == "Unet"
