@@ -651,6 +651,13 @@ def write_report() -> None:
                 figures.append(f"study-{study.name}-overlays.png")
         elif gradcam_figure(study, FIGURES / f"study-{study.name}-gradcam.png"):
             figures.append(f"study-{study.name}-gradcam.png")
+            cells = study.settings["image_size"] // 32
+            parts.append(
+                f"Grad-CAM (seed 0; `ce`, `lmf`, `lmf_official`, `ldam_drw`) uses the backbone's "
+                f"last feature map, {cells}×{cells} cells at {study.settings['image_size']}×"
+                f"{study.settings['image_size']} input: the maps show which part of the image "
+                "the decision rests on, not fine detail.\n\n"
+            )
         parts.append(" ".join(f"![{f}](figures/{f})" for f in figures) + "\n\n")
     REPORT.write_text("".join(parts).rstrip() + "\n")
 

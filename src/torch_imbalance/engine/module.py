@@ -22,7 +22,8 @@ from torch_imbalance.registry import build_loss
 from torch_imbalance.weights import ldam_margins
 
 #: The LMF authors' baselines that take the LDAM margins as class weights (``--margin-weights``):
-#: their ``train.py`` builds ``LDAMLoss(weight=m_list)`` and ``focal_loss(alpha=m_list)``.
+#: their ``train.py`` builds ``LDAMLoss(weight=m_list)`` and ``focal_loss(alpha=m_list)``. (Our
+#: weighted focal divides by ``Σ Δ_t`` like ``F.cross_entropy``; theirs by the batch size.)
 MARGIN_WEIGHTED_LOSSES = ("focal", "ldam")
 
 #: The validation metric that picks the best epoch, per task.
@@ -179,10 +180,8 @@ class ImbalanceModule(pl.LightningModule):
         classes = len(self.classes)
         batch = target.shape[0]
         valid = (target >= 0) & (target < classes)
-        cell = target.clamp(0, classes - 1) * classes + predicted
-        cell = cell + torch.arange(batch, device=cell.device).view(-1, *[1] * (cell.ndim - 1)) * (
-            classes * classes
-        )
+        image = torch.arange(batch, device=target.device).view(-1, *[1] * (target.ndim - 1))
+        cell = (image * classes + target.clamp(0, classes - 1)) * classes + predicted
         counts = torch.bincount(cell[valid], minlength=batch * classes * classes)
         return counts.view(batch, classes, classes).cpu()
 
