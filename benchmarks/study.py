@@ -70,7 +70,13 @@ CLASSIFICATION_ARMS = (
     Arm("lmf", "lmf", note="paper text: λ = 1, 1, γ = 1.5, linear head"),
     Arm("lmf_official", "lmf_official", note="authors' code: λ = 1.5, 1, margin weights"),
     Arm("lmf_cosine", "lmf_cosine", note="cosine head, both terms at s = 30"),
-    Arm("lmf_drw", "lmf_drw", note="lmf_cosine + DRW"),
+    Arm(
+        "lmf_drw",
+        "lmf_drw",
+        note="lmf_cosine + DRW (DRW changes nothing before its switch at 80 % of the epochs, so "
+        "when the best validation epoch comes earlier the run keeps the same checkpoint as "
+        "`lmf_cosine`; the same holds for `ldam_drw` and plain LDAM)",
+    ),
     Arm("balanced_softmax", "balanced_softmax"),
     Arm("logit_adjusted", "logit_adjusted"),
 )
@@ -365,23 +371,43 @@ def _interval_text(found: tuple[float, float, float] | None) -> str:
     return f"{point:+.1f} [{low:+.1f}, {high:+.1f}]{mark}"
 
 
+def _best_epochs(runs: Any, monitor: str) -> str:
+    """The epoch (1-based) each seed's checkpoint came from (the first maximum of the monitored
+    validation metric, as the checkpoint callback keeps it), and the epochs run."""
+    chosen, total = [], []
+    for run in runs:
+        values = np.asarray(run.curves.get(monitor, []), dtype=float)
+        if len(values) and not np.isnan(values).all():
+            chosen.append(str(int(np.nanargmax(values)) + 1))
+            total.append(len(values))
+    return f"{', '.join(chosen)} / {max(total)}" if chosen else "–"
+
+
+def paired_statistics(study: Study, runs: dict[str, dict[int, RunResult]]) -> dict[str, Any]:
+    """The statistics compared pairwise: macro F1, or mIoU and the rarest class's IoU."""
+    any_run = next(iter(next(iter(runs.values())).values()))
+    classes = any_run.metrics["dataset"]["classes"]
+    if study.task == "segmentation":
+        rarest = classes.index(any_run.metrics["test"]["rarest_class"])
+        return {"miou": IoUStatistic(0, rarest), "rarest_class_iou": IoUStatistic(1, rarest)}
+    return {"macro_f1": MacroF1Statistic(len(classes))}
+
+
 def study_table(study: Study, runs: dict[str, dict[int, RunResult]]) -> tuple[str, dict]:
     """The Markdown table of one study and the paired differences it found."""
     segmentation = study.task == "segmentation"
     columns = SEGMENTATION_COLUMNS if segmentation else CLASSIFICATION_COLUMNS
     deltas: dict[str, dict[str, tuple[float, float, float] | None]] = {}
     base = runs.get(BASELINE, {})
-    any_run = next(iter(next(iter(runs.values())).values()))
-    classes = any_run.metrics["dataset"]["classes"]
-    if segmentation:
-        rarest = classes.index(any_run.metrics["test"]["rarest_class"])
-        statistics = {
-            "miou": IoUStatistic(0, rarest),
-            "rarest_class_iou": IoUStatistic(1, rarest),
-        }
-    else:
-        statistics = {"macro_f1": MacroF1Statistic(len(classes))}
-    header = ["loss", "seeds", *columns, *(f"Δ {name} vs ce [95 % CI]" for name in statistics)]
+    statistics = paired_statistics(study, runs)
+    monitor = "val/miou" if segmentation else "val/macro_f1"
+    header = [
+        "loss",
+        "seeds",
+        *columns,
+        *(f"Δ {name} vs ce [95 % CI]" for name in statistics),
+        "best epoch / epochs",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|---|---:|" + "---:|" * (len(header) - 2)]
     for arm in study.arms:
         seeds = runs.get(arm.label, {})
@@ -398,6 +424,7 @@ def study_table(study: Study, runs: dict[str, dict[int, RunResult]]) -> tuple[st
                 found = paired_interval(seeds, base, statistic)
             deltas[arm.label][name] = found
             cells.append(_interval_text(found))
+        cells.append(_best_epochs(seeds.values(), monitor))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines), deltas
 
@@ -578,15 +605,32 @@ def claim_sentences(
                 + verdict(found, 2.0)
                 + "."
             )
-        lmf = deltas.get("lmf", {}).get("macro_f1")
-        for rival in ("focal", "ldam_drw"):
-            other = deltas.get(rival, {}).get("macro_f1")
-            if lmf is not None and other is not None:
-                sentences.append(
-                    f"- LMF paper, *LMF beats {rival}*: Δ to ce {100 * lmf[0]:+.1f} (lmf) vs "
-                    f"{100 * other[0]:+.1f} ({rival}) points (point estimates; compare their "
-                    "intervals above)."
-                )
+        for label in ("lmf", "lmf_official"):
+            if not runs or label not in runs:
+                continue
+            statistic = paired_statistics(study, runs)["macro_f1"]
+            rivals = {
+                rival: paired_interval(runs[label], runs[rival], statistic)
+                for rival in ("focal", "ldam_drw")
+                if rival in runs
+            }
+            if not rivals:
+                continue
+            found = [v for v in rivals.values() if v is not None]
+            if found and all(low > 0 for _, low, _ in found) and len(found) == 2:
+                word = "**holds**"
+            elif any(high < 0 for _, _, high in found):
+                word = "**does not hold**"
+            else:
+                word = "**cannot tell**"
+            compared = "; ".join(
+                f"vs {rival} {_interval_text(value).removesuffix(' ✓').removesuffix(' ✗')}"
+                for rival, value in rivals.items()
+            )
+            sentences.append(
+                f"- LMF paper, *LMF beats focal and LDAM*: {word} for `{label}` (paired Δ "
+                f"macro F1 {compared})."
+            )
         base = [r.metrics["test"]["macro_f1"] for r in (runs or {}).get(BASELINE, {}).values()]
         if base and np.mean(base) > CEILING:
             sentences.append(
@@ -594,8 +638,10 @@ def claim_sentences(
                 "2 points is close to impossible; this dataset tests whether a loss *hurts* "
                 "more than whether it helps."
             )
-        if study.settings.get("train_fraction") and runs and "lmf" in runs:
-            values = [r.metrics["test"]["macro_f1"] for r in runs["lmf"].values()]
+        for label in ("lmf", "lmf_official"):
+            if not (study.settings.get("train_fraction") and runs and label in runs):
+                continue
+            values = [r.metrics["test"]["macro_f1"] for r in runs[label].values()]
             low, high = min(values), max(values)
             if low >= LOW_DATA_LEVEL:
                 word = "**holds**"
@@ -605,8 +651,9 @@ def claim_sentences(
                 word = "**cannot tell**"
             sentences.append(
                 f"- LMF paper, *with fewer than 90 training images per class LMF still reaches "
-                f"about 80 % macro F1*: {word} at the threshold {LOW_DATA_LEVEL:.2f} (lmf "
-                f"{np.mean(values):.3f}, seeds {low:.3f}–{high:.3f}, {len(values)} seed(s))."
+                f"about 80 % macro F1*: {word} for `{label}` at the threshold "
+                f"{LOW_DATA_LEVEL:.2f} ({np.mean(values):.3f}, seeds {low:.3f}–{high:.3f}, "
+                f"{len(values)} seed(s))."
             )
     else:
         for label in ("dual_focal", "dfl_learnable_gamma", "dfl_adaptive_weights",

@@ -90,7 +90,7 @@ def test_report_from_a_results_tree(tmp_path, monkeypatch):
     target = study.STUDY_NAMES["br35h-lt"]
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 50)
-    for arm, accuracy in (("ce", 0.7), ("lmf", 0.9)):
+    for arm, accuracy in (("ce", 0.7), ("lmf", 0.95), ("focal", 0.6), ("ldam_drw", 0.65)):
         folder = results / target.name / arm / "seed-0"
         folder.mkdir(parents=True)
         predicted = np.where(rng.random(50) < accuracy, labels, 1 - labels)
@@ -107,7 +107,8 @@ def test_report_from_a_results_tree(tmp_path, monkeypatch):
         (folder / "curves.csv").write_text("epoch,val/macro_f1\n0,0.6\n1,0.7\n")
     study.write_report()
     report = (tmp_path / "results.md").read_text()
-    assert "Runs finished: 2 of 30." in report
+    assert "Runs finished: 4 of 30." in report
+    assert "*LMF beats focal and LDAM*: **holds** for `lmf`" in report
     assert "| weighted_ce | 0 | …" in report
     assert "| lmf | 1 |" in report and "`lmf` beats cross-entropy" in report
     assert (tmp_path / "figures" / "study-br35h-lt-seeds.png").is_file()
