@@ -140,7 +140,7 @@ STUDIES = (
     Study(
         "elpv",
         "classification",
-        {**PRETRAINED_CLASSIFIER, "dataset": "elpv", "epochs": 6},
+        {**PRETRAINED_CLASSIFIER, "dataset": "elpv", "epochs": 10},
         CLASSIFICATION_ARMS,
         "solar-cell electroluminescence images, 4 defect levels, natural 14:1 imbalance in "
         "every split",
