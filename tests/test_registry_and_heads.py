@@ -76,6 +76,11 @@ def test_registry_defaults_follow_the_spec():
         1.0,
         "official",
     )
+    weighted_only = ti.build_loss("dual_focal", COUNTS, class_weight="adaptive")
+    assert weighted_only.learnable is None
+    torch.testing.assert_close(
+        weighted_only.adaptive.frequencies, torch.tensor(COUNTS) / sum(COUNTS)
+    )
     adaptive = ti.build_loss("dual_focal_adaptive", COUNTS)
     assert adaptive.learnable is not None and adaptive.adaptive is not None
     torch.testing.assert_close(adaptive.adaptive.frequencies, torch.tensor(COUNTS) / sum(COUNTS))

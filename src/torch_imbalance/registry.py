@@ -104,6 +104,9 @@ def _lmf_drw(counts: Counts, kw: dict[str, Any]) -> nn.Module:
 
 
 def _dual_focal(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+    if kw.get("class_weight") == "adaptive" and counts is not None:
+        # The running frequencies start from the training counts, as in dual_focal_adaptive.
+        kw.setdefault("class_counts", counts)
     return DualFocalLoss(**kw)
 
 
