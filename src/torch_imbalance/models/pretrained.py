@@ -102,7 +102,8 @@ def imagenet_state_dict(architecture: str, in_chans: int = 3) -> dict[str, torch
     except Exception as error:
         raise ModelError(f"cannot read offline weights {path}: {error}") from error
     with torch.device("meta"):  # names and shapes only: no memory, no initialisation
-        target = timm.create_model(architecture, pretrained=False).state_dict()
+        reference = timm.create_model(architecture, pretrained=False)
+    target = reference.state_dict()
     if len(source) != len(target):
         raise ModelError(
             f"{path} holds {len(source)} tensors, timm's {architecture} has {len(target)}: "
@@ -116,9 +117,7 @@ def imagenet_state_dict(architecture: str, in_chans: int = 3) -> dict[str, torch
                 f"{architecture}.{name} {tuple(expected.shape)}"
             )
         mapped[name] = tensor
-    stem = timm.create_model(architecture, pretrained=False, num_classes=0).pretrained_cfg[
-        "first_conv"
-    ]
+    stem = reference.pretrained_cfg["first_conv"]
     if in_chans != 3:
         key = f"{stem}.weight"
         mapped[key] = adapt_input_conv(in_chans, mapped[key])
