@@ -213,8 +213,12 @@ def run(studies: list[Study], seeds: list[int]) -> None:
             "progress": False,
         }
         folder = run_folder(study, arm, seed)
-        run_once(settings, folder, label, console)
         kept = results_folder(study, arm, seed)
+        if (kept / "metrics.json").is_file():
+            # the committed results are the record: a fresh checkout (no runs/) skips them too
+            console.print(f"{label}: kept results in {kept.relative_to(ROOT)}, skipped")
+            continue
+        run_once(settings, folder, label, console)
         if not (kept / "metrics.json").is_file():
             keep_results(folder, kept)
             write_report()
