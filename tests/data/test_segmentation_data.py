@@ -9,11 +9,9 @@ from harness_helpers import write_segfolder
 from PIL import Image
 
 from torch_imbalance.data import DatasetError, is_installed, load_dataset
-from torch_imbalance.data.segmentation import (
-    SegmentationDataset,
-    build_segmentation_transform,
-    instance_to_semantic,
-)
+from torch_imbalance.data.builtin import instance_to_semantic
+from torch_imbalance.data.dataset import SegmentationDataset
+from torch_imbalance.data.transforms import build_segmentation_transform
 
 
 def test_segfolder_loads_counts_pixels_and_infers_classes(tmp_path):

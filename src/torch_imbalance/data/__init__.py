@@ -12,18 +12,21 @@ from torch_imbalance.data.builtin import (
     load_br35h,
     load_br35h_lt,
     load_digits_lt,
+    load_dsb2018_nuclei,
     load_elpv,
+    load_mni152_tissue,
 )
 from torch_imbalance.data.dermoscopy import load_ham10000, load_isic2019
 from torch_imbalance.data.imagefolder import load_imagefolder
 from torch_imbalance.data.odir import load_odir5k
-from torch_imbalance.data.records import DatasetBundle, DatasetError, ImageSet
-from torch_imbalance.data.segmentation import (
+from torch_imbalance.data.records import (
+    DatasetBundle,
+    DatasetError,
+    ImageSet,
     SegmentationBundle,
-    load_dsb2018_nuclei,
-    load_mni152_tissue,
-    load_segfolder,
+    SegmentationSet,
 )
+from torch_imbalance.data.segfolder import load_segfolder
 from torch_imbalance.data.splits import limit_training_set
 
 BUILTIN = {
@@ -108,6 +111,7 @@ __all__ = [
     "DatasetError",
     "ImageSet",
     "SegmentationBundle",
+    "SegmentationSet",
     "available_datasets",
     "is_installed",
     "load_dataset",

