@@ -7,10 +7,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+#: ``--task`` names (each is a task object in ``engine/tasks.py``, checked by a test).
 TASKS = ("classification", "segmentation")
-DEFAULT_MODELS = {"classification": "resnet18", "segmentation": "Unet"}
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "step", "none")
+#: Training-set samplers (``data/samplers.py``, checked by a test).
+SAMPLERS = ("none", "oversample", "undersample")
 #: Named recipes applied before the user's own settings.
 PRESETS: dict[str, dict[str, Any]] = {
     # The LMF authors' recipe (github.com/Adnan-Sadi/LMFLOSS, config.ini and train.py): Adam,
@@ -39,79 +41,156 @@ class ConfigError(ValueError):
     """A setting that is unknown or out of range."""
 
 
+def setting(
+    default: Any = None,
+    help: str = "",
+    *,
+    choices: tuple | None = None,
+    minimum: float | None = None,
+    positive: bool = False,
+    flag: str | None = None,
+    metavar: str | None = None,
+    command_line: bool = True,
+) -> Any:
+    """A :class:`RunConfig` field with what the command line and :meth:`RunConfig.validate`
+    need: its help, its choices, its range, and its flag when not ``--<name-with-dashes>``
+    (``--no-<name>`` for a setting that is on by default)."""
+    metadata = {
+        "help": help,
+        "choices": choices,
+        "minimum": minimum,
+        "positive": positive,
+        "flag": flag,
+        "metavar": metavar,
+        "command_line": command_line,
+    }
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+#: The command line's option groups, by the first setting of each.
+GROUPS = {
+    "task": "data",
+    "model": "model",
+    "preset": "optimisation",
+    "accelerator": "scaling (passed to Lightning)",
+    "out": "run folder",
+}
+
+
 @dataclass
 class RunConfig:
-    """Every setting of a training run (see ``torch-imbalance train --help``)."""
+    """Every setting of a training run (see ``torch-imbalance train --help``). Each field
+    declares its help, choices and range once; the command line's flags are generated from
+    them (``cli/options.py``) and :meth:`validate` checks them."""
 
     # data
-    task: str = "classification"
-    dataset: str = "digits-lt"
-    root: str | None = None
-    channels: int | None = None
-    image_size: int = 64
-    val_fraction: float | None = None
-    test_fraction: float | None = None
-    imbalance_ratio: float | None = None
-    label_mode: str | None = None
-    train_fraction: float | None = None
-    max_per_class: int | None = None
-    sampler: str = "none"
-    augment: bool = True
-    #: Inputs to mean 0.5 / std 0.5 (False: [0, 1], as the LMF authors' ``ToTensor`` only).
-    normalize: bool = True
-    num_workers: int = 0
+    task: str = setting("classification", "what to learn", choices=TASKS)
+    dataset: str = setting("digits-lt", "built-in name or format")
+    root: str | None = setting(None, "dataset folder (for the formats)")
+    channels: int | None = setting(None, "input channels (default: the dataset's)", choices=(1, 3))
+    image_size: int = setting(64, "side of the square network input", minimum=1)
+    val_fraction: float | None = setting(None, "share of the data held out for validation")
+    test_fraction: float | None = setting(None, "share of the data held out for testing")
+    imbalance_ratio: float | None = setting(None, "long-tail ratio of br35h-lt / digits-lt")
+    label_mode: str | None = setting(
+        None,
+        "odir5k: all patients multi-label, or the single-label subset",
+        choices=("multilabel", "single"),
+    )
+    train_fraction: float | None = setting(
+        None, "keep this stratified fraction of the training split"
+    )
+    max_per_class: int | None = setting(None, "keep at most N training images per class", minimum=1)
+    sampler: str = setting("none", "training-set sampling by class", choices=SAMPLERS)
+    augment: bool = setting(True, "light augmentation in training (flips, small rotations)")
+    normalize: bool = setting(
+        True,
+        "inputs to mean 0.5 / std 0.5; off: [0, 1] pixels, as the LMF authors' ToTensor only",
+    )
+    num_workers: int = setting(0, "data-loading processes", minimum=0)
     # segmentation data
-    num_classes: int | None = None
-    ignore_index: int | None = None
-    # model (default: resnet18 for classification, Unet for segmentation)
-    model: str | None = None
-    encoder: str = "resnet18"
-    head: str | None = None
-    pretrained: bool = False
-    weights: str | None = None
+    num_classes: int | None = setting(
+        None, "segfolder: number of classes (default: largest mask value + 1)", minimum=1
+    )
+    ignore_index: int | None = setting(
+        None, "segfolder: mask value of unlabelled pixels (default 255)"
+    )
+    # model
+    model: str | None = setting(
+        None,
+        "classification: any timm name (default resnet18); segmentation: an smp architecture "
+        "(default Unet)",
+    )
+    encoder: str = setting("resnet18", "segmentation: smp encoder name")
+    head: str | None = setting(
+        None, "default: cosine for LDAM, linear otherwise", choices=("linear", "cosine")
+    )
+    pretrained: bool = setting(
+        False,
+        "ImageNet weights: offline for efficientnet_lite0/1/2 (classifier, or smp encoder "
+        "tu-efficientnet_lite0/1/2), from the network for other timm names",
+    )
+    weights: str | None = setting(None, "local backbone weights file")
     # loss
-    loss: str = "ce"
-    loss_params: dict[str, Any] = field(default_factory=dict)
-    #: Weight the ``focal`` and ``ldam`` baselines by the LDAM margins (the LMF authors' code).
-    margin_weights: bool = False
+    loss: str = setting("ce", "registry name")
+    # `setting` builds a default_factory field for a dict default (a fresh dict per config).
+    loss_params: dict[str, Any] = setting(  # noqa: RUF009
+        {}, "loss override, repeatable", flag="--loss-param", metavar="KEY=VALUE"
+    )
+    margin_weights: bool = setting(
+        False, "weight the focal and ldam baselines by the LDAM margins (the LMF authors' code)"
+    )
     # optimisation
-    preset: str | None = None
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"
-    scheduler: str = "cosine"
-    step_size: int = 10
-    step_gamma: float = 0.1
-    precision: str = "32-true"
-    seed: int = 0
+    preset: str | None = setting(
+        None,
+        "lmf-paper: the LMF authors' recipe (Adam 1e-4, L2 5e-4, StepLR 30 ×0.1, 100 epochs, "
+        "batch 32, 224², no augmentation or normalisation, margin-weighted baselines, "
+        "pretrained); flags given override it",
+        choices=tuple(PRESETS),
+    )
+    epochs: int = setting(10, "training epochs", minimum=1)
+    batch_size: int = setting(32, "images per batch", minimum=1)
+    lr: float = setting(1e-3, "learning rate", positive=True)
+    weight_decay: float = setting(1e-4, "weight decay (AdamW) or L2 (Adam, SGD)", minimum=0)
+    optimizer: str = setting("adamw", "optimiser", choices=OPTIMIZERS)
+    scheduler: str = setting("cosine", "learning-rate schedule", choices=SCHEDULERS)
+    step_size: int = setting(10, "StepLR period in epochs", minimum=1)
+    step_gamma: float = setting(0.1, "StepLR factor", positive=True)
+    precision: str = setting("32-true", "Lightning precision, e.g. 16-mixed")
+    seed: int = setting(0, "seed of the splits, the initialisation and the augmentation")
     # scaling (passed to Lightning)
-    accelerator: str = "auto"
-    devices: str = "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"
+    accelerator: str = setting("auto", "cpu, gpu, ...")
+    devices: str = setting("auto", "a count or comma-separated device ids")
+    num_nodes: int = setting(1, "machines", minimum=1)
+    strategy: str = setting("auto", "e.g. ddp")
     # run folder
-    out: str = "runs/run"
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
+    out: str = setting("runs/run", "run folder")
+    resume: bool = setting(False, "continue a killed run in --out", command_line=False)
+    overwrite: bool = setting(False, "replace an existing run folder")
+    progress: bool = setting(True, "progress bars")
 
     def validate(self) -> RunConfig:
-        """Check ranges and names; returns self."""
-        if self.task not in TASKS:
-            raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
+        """Check every setting against its declared choices and range; returns self."""
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            meta = spec.metadata
+            if value is None:
+                continue
+            numeric = meta.get("minimum") is not None or meta.get("positive")
+            if numeric and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise ConfigError(f"{spec.name} must be a number, got {value!r}")
+            if meta.get("choices") is not None and value not in meta["choices"]:
+                raise ConfigError(f"{spec.name} must be one of {meta['choices']}, got {value!r}")
+            if meta.get("minimum") is not None and value < meta["minimum"]:
+                raise ConfigError(f"{spec.name} must be at least {meta['minimum']}, got {value}")
+            if meta.get("positive") and not value > 0:
+                raise ConfigError(f"{spec.name} must be positive, got {value}")
         if self.model is None:
-            self.model = DEFAULT_MODELS[self.task]
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.scheduler not in SCHEDULERS:
-            raise ConfigError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
-        for name in ("epochs", "batch_size", "image_size", "num_nodes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
+            from torch_imbalance.engine.tasks import TASKS as TASK_OBJECTS
+
+            self.model = TASK_OBJECTS[self.task].default_model
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other")
         return self
