@@ -89,9 +89,9 @@ def test_every_setting_is_on_the_command_line_and_nothing_else():
     declared = {f.name for f in fields(RunConfig) if f.metadata["command_line"]}
     assert covered == declared
     parser = build_parser()
-    train = next(
-        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
-    ).choices["train"]
+    train = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[
+        "train"
+    ]
     destinations = {a.dest for a in train._actions} - {"help", "config", "resume"}
     assert destinations == declared
 
