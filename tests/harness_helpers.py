@@ -138,3 +138,29 @@ def write_segfolder(root: Path, count: int = 12, size: int = 24, classes: int = 
         Image.fromarray(image).convert("RGB").save(root / "images" / f"img{i:02d}.png")
         Image.fromarray(mask.astype(np.uint8)).save(root / "masks" / f"img{i:02d}.png")
     return root
+
+
+class Killed(RuntimeError):
+    """Raised by :class:`KillAfterEpoch`: a run stopped as if its process had been killed."""
+
+
+def kill_after_epoch(monkeypatch, epoch: int) -> None:
+    """Make every following ``train`` stop with :class:`Killed` at the end of ``epoch`` (after
+    that epoch's checkpoints are on disk); undo with ``monkeypatch.undo()``."""
+    import lightning.pytorch as pl
+
+    from torch_imbalance.engine import run as run_module
+
+    class KillAfterEpoch(pl.Callback):
+        def on_train_epoch_end(self, trainer, module) -> None:
+            if trainer.current_epoch == epoch:
+                raise Killed(f"killed after epoch {epoch}")
+
+    build = run_module.build_trainer
+
+    def build_and_kill(*args, **kwargs):
+        trainer = build(*args, **kwargs)
+        trainer.callbacks.append(KillAfterEpoch())
+        return trainer
+
+    monkeypatch.setattr(run_module, "build_trainer", build_and_kill)

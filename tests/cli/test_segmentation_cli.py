@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
-from harness_helpers import write_segfolder
+from harness_helpers import Killed, kill_after_epoch, write_segfolder
 
 from torch_imbalance.cli.main import main
-from torch_imbalance.engine import run as run_module
 from torch_imbalance.engine.config import resolve_config
 from torch_imbalance.engine.run import train
 
@@ -126,16 +124,6 @@ def test_task_and_dataset_must_agree(tmp_path, capsys):
     assert "unknown segmentation architecture 'Unett'" in capsys.readouterr().err
 
 
-class Killed(RuntimeError):
-    pass
-
-
-class KillAfterEpoch(pl.Callback):
-    def on_train_epoch_end(self, trainer, module) -> None:
-        if trainer.current_epoch == 1:  # epoch 0's checkpoint is on disk by then
-            raise Killed("killed")
-
-
 @pytest.mark.slow
 def test_killed_segmentation_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     root = write_segfolder(tmp_path / "seg", count=12)
@@ -150,17 +138,10 @@ def test_killed_segmentation_run_resumes_to_the_same_result(tmp_path, monkeypatc
         "progress": False,
     }
     full = train(resolve_config({**base, "out": str(tmp_path / "full")}))
-    build = run_module.build_trainer
-
-    def build_and_kill(*args, **kwargs):
-        trainer = build(*args, **kwargs)
-        trainer.callbacks.append(KillAfterEpoch())
-        return trainer
-
-    monkeypatch.setattr(run_module, "build_trainer", build_and_kill)
+    kill_after_epoch(monkeypatch, 1)  # epoch 0's checkpoint is on disk by then
     with pytest.raises(Killed):
         train(resolve_config({**base, "out": str(tmp_path / "killed")}))
-    monkeypatch.setattr(run_module, "build_trainer", build)
+    monkeypatch.undo()
     resumed = train(resolve_config({**base, "out": str(tmp_path / "killed"), "resume": True}))
     assert resumed["test"]["miou"] == pytest.approx(full["test"]["miou"], abs=1e-6)
     assert resumed["loss_state"] == pytest.approx(full["loss_state"])

@@ -6,10 +6,9 @@ import json
 import subprocess
 import sys
 
-import lightning.pytorch as pl
 import pytest
+from harness_helpers import Killed, kill_after_epoch
 
-from torch_imbalance.engine import run as run_module
 from torch_imbalance.engine.config import resolve_config
 from torch_imbalance.engine.run import train
 
@@ -24,36 +23,16 @@ BASE = {
 }
 
 
-class Killed(RuntimeError):
-    pass
-
-
-class KillAfterEpoch(pl.Callback):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_end(self, trainer, module) -> None:
-        if trainer.current_epoch == self.epoch:
-            raise Killed(f"killed after epoch {self.epoch}")
-
-
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, monkeypatch):
     uninterrupted = train(resolve_config({**BASE, "out": str(tmp_path / "full")}))
 
-    build = run_module.build_trainer
-
-    def build_and_kill(config, run_dir, **kwargs):
-        trainer = build(config, run_dir, **kwargs)
-        trainer.callbacks.append(KillAfterEpoch(1))
-        return trainer
-
-    monkeypatch.setattr(run_module, "build_trainer", build_and_kill)
+    kill_after_epoch(monkeypatch, 1)
     with pytest.raises(Killed):
         train(resolve_config({**BASE, "out": str(tmp_path / "killed")}))
     assert (tmp_path / "killed" / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "killed" / "metrics.json").exists()
-    monkeypatch.setattr(run_module, "build_trainer", build)
+    monkeypatch.undo()
     resumed = train(resolve_config({**BASE, "out": str(tmp_path / "killed"), "resume": True}))
     for split in ("val", "test"):
         for name in ("macro_f1", "accuracy", "auroc", "ece"):
@@ -101,6 +80,15 @@ def test_two_process_ddp_run_on_cpu(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["strategy"] == "ddp"
-    assert 0.0 <= metrics["test"]["macro_f1"] <= 1.0
+    # The metrics synced over the two processes equal one process's evaluation of the chosen
+    # checkpoint on the whole test split (an unsynced metric would see half the images).
+    from torch_imbalance.engine.evaluate import evaluate
+
+    single = evaluate(out / metrics["checkpoint"], "test", tmp_path / "evaluation")["test"]
+    for name in ("macro_f1", "balanced_accuracy", "accuracy"):
+        assert metrics["test"][name] == pytest.approx(single[name], abs=1e-6), name
+    assert sum(row["support"] for row in metrics["test"]["per_class"].values()) == sum(
+        row["support"] for row in single["per_class"].values()
+    )
     weights = [k for k in metrics["loss_state"] if k.startswith("loss/weight_")]
     assert len(weights) == 10  # the adaptive weights were logged

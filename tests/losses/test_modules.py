@@ -215,3 +215,22 @@ def test_reprs_are_informative():
     assert "rho=1.0" in repr(ti.DualFocalLoss())
     assert "range=(0.5, 5.0)" in repr(ti.DualFocalLoss(learnable_gamma=True))
     assert "momentum=0.99" in repr(ti.DualFocalLoss(class_weight="adaptive", num_classes=2))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"momentum": float("nan")}, "momentum must be finite"),
+        ({"momentum": 1.0}, "momentum must be < 1"),
+        ({"adaptive_power": -1.0}, "adaptive_power must be >= 0"),
+        ({"num_classes": 3}, "pass class_weight='adaptive' with them"),
+        ({"class_counts": [5, 1]}, "pass class_weight='adaptive' with them"),
+    ],
+)
+def test_dual_focal_rejects_adaptive_settings_it_would_ignore(options, message):
+    """Without adaptive weights these were accepted and dropped silently."""
+    with pytest.raises(ValueError, match=message):
+        ti.DualFocalLoss(**options)
+    if "momentum" in options or "adaptive_power" in options:  # and with adaptive weights alike
+        with pytest.raises(ValueError, match=message):
+            ti.DualFocalLoss(class_weight="adaptive", num_classes=3, **options)

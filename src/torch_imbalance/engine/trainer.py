@@ -56,20 +56,31 @@ def build_trainer(
     enable_checkpoints: bool = True,
     monitor: str = "val/macro_f1",
 ) -> pl.Trainer:
-    """A Trainer logging to CSV and TensorBoard under ``run_dir/logs`` and keeping the best
-    (by ``monitor``, maximised) and the last checkpoint under ``run_dir/checkpoints``."""
+    """A Trainer logging to CSV and TensorBoard under ``run_dir/logs`` and keeping, under
+    ``run_dir/checkpoints``, the best weights (by ``monitor``, maximised: ``best.ckpt``) and the
+    full training state of the last epoch (``last.ckpt``, for ``--resume``)."""
     callbacks: list[pl.Callback] = []
     if enable_checkpoints:
-        callbacks.append(
+        callbacks += [
+            # best.ckpt: the weights and hyper-parameters (all evaluate, predict and Grad-CAM
+            # need), written when the monitored metric improves; no optimiser state.
             ModelCheckpoint(
                 dirpath=run_dir / "checkpoints",
                 filename="best",
                 monitor=monitor,
                 mode="max",
-                save_last=True,
+                save_weights_only=True,
                 auto_insert_metric_name=False,
-            )
-        )
+            ),
+            # last.ckpt: everything --resume needs (optimiser, scheduler, loops), every epoch.
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename="last",
+                monitor=None,
+                save_top_k=1,
+                enable_version_counter=False,
+            ),
+        ]
     if config.progress:
         callbacks.append(RichProgressBar(leave=False))
     version = log_version(run_dir, config.resume)

@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from torch_imbalance._checks import Reduction, Task
+from torch_imbalance._checks import Reduction, Task, check_range
 from torch_imbalance.functional.dual_focal import check_dual_focal_args, dual_focal_loss
 from torch_imbalance.losses._base import GammaMixin, ImbalanceLoss
 from torch_imbalance.losses.adaptive import AdaptiveClassWeights
@@ -86,6 +86,14 @@ class DualFocalLoss(GammaMixin, ImbalanceLoss):
             validate=validate,
         )
         check_dual_focal_args(alpha, beta, gamma, rho)
+        # Checked with or without adaptive weights: a bad value is a mistake either way.
+        check_range("momentum", momentum, 0.0, 1.0, high_inclusive=False)
+        check_range("adaptive_power", adaptive_power, 0.0)
+        if class_weight is None and (class_counts is not None or num_classes is not None):
+            raise ValueError(
+                "class_counts and num_classes set the adaptive class weights; pass "
+                "class_weight='adaptive' with them (or weight=... for fixed weights)"
+            )
         self._init_gamma(gamma, learnable_gamma, gamma_range)
         self.alpha, self.beta, self.rho = float(alpha), float(beta), float(rho)
         self.adaptive: AdaptiveClassWeights | None = None

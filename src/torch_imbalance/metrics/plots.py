@@ -114,7 +114,7 @@ def training_curves_plot(series: dict[str, list[tuple[int, float]]], path: Path)
 
 def comparison_plot(
     values: dict[str, dict[str, list[float]]], metrics: list[str], path: Path
-) -> None:
+) -> list[tuple[float, float]]:
     """Each seed's value as a point, the mean as a bar across them and its 95 % t-interval
     (two or more seeds), per loss, one panel per metric, on an axis fitted to the data (so
     differences of a point or two show).
@@ -123,6 +123,9 @@ def comparison_plot(
         values: ``{loss: {metric: [value per seed]}}``.
         metrics: the metrics to draw, one panel each.
         path: the PNG to write.
+
+    Returns:
+        Each panel's y-axis limits.
     """
     from scipy import stats
 
@@ -167,7 +170,9 @@ def comparison_plot(
     fig.suptitle("points: seeds · bar: mean · whiskers: 95 % t-interval", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    limits = [tuple(map(float, ax.get_ylim())) for ax in axes[0]]
     plt.close(fig)
+    return limits
 
 
 def _class_colours(count: int) -> np.ndarray:
