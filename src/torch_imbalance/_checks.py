@@ -9,13 +9,9 @@ range) synchronise with the device; they run only when ``validate=True`` and nev
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import torch
-
-Reduction = Literal["mean", "sum", "none"]
-Task = Literal["multiclass", "multilabel"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 _TASKS = ("multiclass", "multilabel")

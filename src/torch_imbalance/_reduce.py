@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from torch_imbalance._checks import Reduction
+from torch_imbalance._types import Reduction
 
 Normalizer = Literal["weight", "count"]
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import nn
 
+from torch_imbalance._types import CountsLike
 from torch_imbalance.losses import (
     BalancedSoftmaxLoss,
     DualFocalLoss,
@@ -23,7 +23,7 @@ from torch_imbalance.weights import (
     inverse_frequency_weights,
 )
 
-Counts = Sequence[float] | torch.Tensor | None
+Counts = CountsLike | None
 Builder = Callable[[Counts, dict[str, Any]], nn.Module]
 
 

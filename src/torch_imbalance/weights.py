@@ -7,15 +7,12 @@ and returns a ``(C,)`` tensor in torch's default dtype. Zero or negative counts 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 from torch import nn
 
 from torch_imbalance._checks import as_class_counts, check_range
-
-CountsLike = Sequence[float] | np.ndarray | torch.Tensor
+from torch_imbalance._types import CountsLike
 
 
 def _to_tensor(values: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:

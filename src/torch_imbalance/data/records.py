@@ -11,10 +11,10 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
+from torch_imbalance._types import Task
 from torch_imbalance.data.errors import DatasetError
 from torch_imbalance.data.io import read_mask
 
@@ -26,7 +26,6 @@ __all__ = [
     "SegmentationSet",
 ]
 
-Task = Literal["multiclass", "multilabel"]
 Item = "str | Path | np.ndarray"
 
 

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from torch_imbalance._checks import (
-    Reduction,
     check_class_weight,
     check_logits,
     check_multiclass_target,
@@ -20,6 +19,7 @@ from torch_imbalance._checks import (
     check_task,
 )
 from torch_imbalance._reduce import finish_multilabel
+from torch_imbalance._types import Reduction
 from torch_imbalance.functional._fused import chunkwise
 
 GammaLike = float | torch.Tensor

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from torch_imbalance._checks import Reduction, Task, check_range
+from torch_imbalance._checks import check_range
 from torch_imbalance._reduce import (
     mask_multilabel,
     multilabel_sign,
@@ -17,6 +17,7 @@ from torch_imbalance._reduce import (
     reduce_multiclass,
     split_ignored,
 )
+from torch_imbalance._types import Reduction, Task
 from torch_imbalance.functional._common import (
     GammaLike,
     check_gamma,

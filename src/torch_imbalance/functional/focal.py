@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from torch_imbalance._checks import Reduction, Task, check_range
+from torch_imbalance._checks import check_range
 from torch_imbalance._reduce import (
     class_dim_view,
     element_weights,
@@ -15,6 +15,7 @@ from torch_imbalance._reduce import (
     multilabel_valid,
     split_ignored,
 )
+from torch_imbalance._types import Reduction, Task
 from torch_imbalance.functional._common import (
     GammaLike,
     check_gamma,

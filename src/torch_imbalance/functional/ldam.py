@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 
-from torch_imbalance._checks import Reduction, Task, check_class_counts_match, check_range
+from torch_imbalance._checks import check_class_counts_match, check_range
 from torch_imbalance._reduce import (
     class_dim_view,
     element_weights,
@@ -17,12 +15,11 @@ from torch_imbalance._reduce import (
     multilabel_valid,
     split_ignored,
 )
+from torch_imbalance._types import CountsLike, Reduction, Task
 from torch_imbalance.functional._common import multilabel_chunk_loss, prepare
 from torch_imbalance.functional._fused import GapHead, gap_loss
 from torch_imbalance.functional._heads import cross_entropy_head
 from torch_imbalance.weights import ldam_margins
-
-CountsLike = Sequence[float] | torch.Tensor
 
 
 def resolve_margins(

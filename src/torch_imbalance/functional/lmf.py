@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from torch_imbalance._checks import Reduction, Task, check_range
+from torch_imbalance._checks import check_range
 from torch_imbalance._reduce import (
     element_weights,
     finish_multiclass,
@@ -17,6 +17,7 @@ from torch_imbalance._reduce import (
     reduce_multiclass,
     split_ignored,
 )
+from torch_imbalance._types import CountsLike, Reduction, Task
 from torch_imbalance.functional._common import (
     GammaLike,
     check_gamma,
@@ -28,12 +29,7 @@ from torch_imbalance.functional._common import (
 from torch_imbalance.functional._fused import GapHead, gap_loss, target_gap
 from torch_imbalance.functional._heads import lmf_head
 from torch_imbalance.functional.focal import multilabel_focal_terms
-from torch_imbalance.functional.ldam import (
-    CountsLike,
-    ldam_head,
-    multilabel_ldam_terms,
-    resolve_margins,
-)
+from torch_imbalance.functional.ldam import ldam_head, multilabel_ldam_terms, resolve_margins
 
 Variant = Literal["paper", "official"]
 

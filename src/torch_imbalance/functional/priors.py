@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from torch_imbalance._checks import (
-    Reduction,
-    as_class_counts,
-    check_class_counts_match,
-    check_range,
-)
+from torch_imbalance._checks import as_class_counts, check_class_counts_match, check_range
 from torch_imbalance._reduce import element_weights, finish_multiclass, split_ignored
+from torch_imbalance._types import CountsLike, Reduction
 from torch_imbalance.functional._common import prepare_multiclass
 from torch_imbalance.functional._fused import GapHead, gap_loss
 from torch_imbalance.functional._heads import cross_entropy_head, poly1_head
-
-CountsLike = Sequence[float] | np.ndarray | torch.Tensor
 
 
 def log_prior_offset(

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from torch_imbalance._checks import Reduction, Task, check_range, check_reduction, check_task
+from torch_imbalance._checks import check_range, check_reduction, check_task
+from torch_imbalance._types import Reduction, Task
 from torch_imbalance.functional._common import GammaLike, check_gamma
 
 

@@ -6,7 +6,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from torch_imbalance._checks import Task, as_class_counts, check_range
+from torch_imbalance._checks import as_class_counts, check_range
+from torch_imbalance._types import Task
 
 #: Frequencies are floored here so that a class absent from the data gets a large, finite weight.
 MIN_FREQUENCY = 1e-6

@@ -7,7 +7,8 @@ from typing import Literal
 
 import torch
 
-from torch_imbalance._checks import Reduction, Task, check_range
+from torch_imbalance._checks import check_range
+from torch_imbalance._types import CountsLike, Reduction, Task
 from torch_imbalance.functional.dual_focal import check_dual_focal_args, dual_focal_loss
 from torch_imbalance.losses._base import GammaMixin, ImbalanceLoss
 from torch_imbalance.losses.adaptive import AdaptiveClassWeights
@@ -72,7 +73,7 @@ class DualFocalLoss(GammaMixin, ImbalanceLoss):
         learnable_gamma: bool = False,
         gamma_range: tuple[float, float] = (0.5, 5.0),
         class_weight: Literal["adaptive"] | None = None,
-        class_counts: Sequence[float] | torch.Tensor | None = None,
+        class_counts: CountsLike | None = None,
         num_classes: int | None = None,
         momentum: float = 0.99,
         adaptive_power: float = 0.5,

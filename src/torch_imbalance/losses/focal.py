@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from torch_imbalance._checks import Reduction, Task
+from torch_imbalance._types import Reduction, Task
 from torch_imbalance.functional.focal import check_alpha, focal_loss
 from torch_imbalance.losses._base import GammaMixin, ImbalanceLoss
 

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from torch_imbalance._checks import Reduction, Task, check_range
-from torch_imbalance.functional.ldam import CountsLike, ldam_loss
+from torch_imbalance._checks import check_range
+from torch_imbalance._types import CountsLike, Reduction, Task
+from torch_imbalance.functional.ldam import ldam_loss
 from torch_imbalance.losses._base import ImbalanceLoss
 from torch_imbalance.weights import ldam_margins
 

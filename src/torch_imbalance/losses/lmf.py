@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from torch_imbalance._checks import Reduction, Task, check_range
+from torch_imbalance._checks import check_range
+from torch_imbalance._types import CountsLike, Reduction, Task
 from torch_imbalance.functional._common import check_gamma
-from torch_imbalance.functional.ldam import CountsLike
 from torch_imbalance.functional.lmf import Variant, lmf_loss
 from torch_imbalance.losses._base import ImbalanceLoss
 from torch_imbalance.weights import ldam_margins

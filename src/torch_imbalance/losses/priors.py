@@ -6,13 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from torch_imbalance._checks import Reduction, check_range
-from torch_imbalance.functional.priors import (
-    CountsLike,
-    log_prior_offset,
-    offset_cross_entropy,
-    poly1_loss,
-)
+from torch_imbalance._checks import check_range
+from torch_imbalance._types import CountsLike, Reduction
+from torch_imbalance.functional.priors import log_prior_offset, offset_cross_entropy, poly1_loss
 from torch_imbalance.losses._base import ImbalanceLoss
 
 
