@@ -48,6 +48,38 @@ def test_every_registry_loss_trains(name, shape):
     assert value.ndim == 0 and torch.isfinite(value) and torch.isfinite(z.grad).all()
 
 
+#: What each loss needs, written from the spec (losses.md) and the papers, not read back from
+#: the registry: the count-based losses and the margin losses made for a cosine head.
+NEEDS_COUNTS = {
+    "weighted_ce",
+    "cb_ce",
+    "cb_focal",
+    "ldam",
+    "ldam_drw",
+    "lmf",
+    "lmf_official",
+    "lmf_cosine",
+    "lmf_drw",
+    "balanced_softmax",
+    "logit_adjusted",
+}
+COSINE_HEAD = {"ldam", "ldam_drw", "lmf_cosine", "lmf_drw"}
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES + EXTRA_NAMES)
+def test_registry_entries_declare_counts_and_head(name):
+    from torch_imbalance.models import default_head
+
+    if name in NEEDS_COUNTS:
+        with pytest.raises(ValueError, match=f"loss '{name}' needs class_counts"):
+            ti.build_loss(name, total_epochs=10) if "drw" in name else ti.build_loss(name)
+    else:  # the adaptive weights need their class count, from counts or num_classes
+        options = {"num_classes": 4} if name == "dual_focal_adaptive" else {}
+        assert isinstance(ti.build_loss(name, **options), torch.nn.Module)
+    assert default_head(name) == ("cosine" if name in COSINE_HEAD else "linear")
+    assert ti.registry.LOSSES[name].summary  # listed with a description
+
+
 def test_registry_defaults_follow_the_spec():
     assert ti.build_loss("ce").gamma == 0.0
     assert ti.build_loss("focal").gamma == 2.0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from torch_imbalance._types import CountsLike
@@ -24,83 +26,64 @@ from torch_imbalance.weights import (
 )
 
 Counts = CountsLike | None
-Builder = Callable[[Counts, dict[str, Any]], nn.Module]
 
 
-def _needs_counts(name: str, counts: Counts) -> Counts:
-    if counts is None:
-        raise ValueError(f"loss {name!r} needs class_counts (the training count of each class)")
-    return counts
+@dataclass(frozen=True)
+class LossEntry:
+    """One registry entry: how to build the loss, and what it needs.
+
+    Attributes:
+        build: ``build(counts, options) -> nn.Module``; ``options`` is the user's overrides
+            (a fresh dict the builder may pop from).
+        summary: one line for listings and the docs.
+        needs_counts: the loss uses the training class counts (checked before ``build``).
+        head: the classifier head it is made for: ``"cosine"`` for margin losses on normalised
+            logits (LDAM's scale ``s`` assumes them), ``"linear"`` otherwise.
+    """
+
+    build: Callable[[Counts, dict[str, Any]], nn.Module]
+    summary: str
+    needs_counts: bool = False
+    head: str = "linear"
 
 
-def _ce(counts: Counts, kw: dict[str, Any]) -> nn.Module:
-    return FocalLoss(gamma=0.0, **kw)
+def _class_weighted(
+    scheme: Callable[..., torch.Tensor], option: str, default: float, **fixed: Any
+) -> Callable:
+    """:class:`FocalLoss` (``fixed``: ``gamma=0`` for cross-entropy) with class weights from
+    ``scheme(counts, option)``."""
+
+    def build(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+        weight = scheme(counts, kw.pop(option, default))
+        return FocalLoss(weight=weight, **fixed, **kw)
+
+    return build
 
 
-def _weighted_ce(counts: Counts, kw: dict[str, Any]) -> nn.Module:
-    power = kw.pop("power", 1.0)
-    weight = inverse_frequency_weights(_needs_counts("weighted_ce", counts), power)
-    return FocalLoss(gamma=0.0, weight=weight, **kw)
+def _deferred(loss: Callable[..., nn.Module], same_scale: bool = False) -> Callable:
+    """``loss`` wrapped in :class:`DeferredReweighting`, which owns the class weights."""
+
+    def build(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+        if "weight" in kw:
+            raise ValueError(
+                "deferred re-weighting sets the class weights itself; do not pass weight"
+            )
+        schedule = {k: kw.pop(k) for k in ("start_epoch", "total_epochs", "beta") if k in kw}
+        if "start_epoch" not in schedule and "total_epochs" not in schedule:
+            raise ValueError(
+                "needs start_epoch or total_epochs (DRW switches at 80 % of the planned epochs "
+                "by default)"
+            )
+        if same_scale:
+            kw.setdefault("focal_scale", kw.get("scale", 30.0))
+        return DeferredReweighting(loss(counts, **kw), counts, **schedule)
+
+    return build
 
 
-def _cb_ce(counts: Counts, kw: dict[str, Any]) -> nn.Module:
-    weight = effective_number_weights(_needs_counts("cb_ce", counts), kw.pop("beta", 0.9999))
-    return FocalLoss(gamma=0.0, weight=weight, **kw)
-
-
-def _focal(counts: Counts, kw: dict[str, Any]) -> nn.Module:
-    return FocalLoss(**kw)
-
-
-def _cb_focal(counts: Counts, kw: dict[str, Any]) -> nn.Module:
-    weight = effective_number_weights(_needs_counts("cb_focal", counts), kw.pop("beta", 0.9999))
-    return FocalLoss(weight=weight, **kw)
-
-
-def _ldam(counts: Counts, kw: dict[str, Any]) -> nn.Module:
-    return LDAMLoss(_needs_counts("ldam", counts), **kw)
-
-
-def _drw_schedule(name: str, kw: dict[str, Any]) -> dict[str, Any]:
-    """Pop DRW's own settings from ``kw``; the wrapped loss's weights belong to DRW."""
-    if "weight" in kw:
-        raise ValueError(
-            f"loss {name!r}: deferred re-weighting sets the class weights itself; "
-            "do not pass weight"
-        )
-    schedule = {key: kw.pop(key) for key in ("start_epoch", "total_epochs", "beta") if key in kw}
-    if "start_epoch" not in schedule and "total_epochs" not in schedule:
-        raise ValueError(
-            f"loss {name!r} needs start_epoch or total_epochs (DRW switches at "
-            "80 % of the planned epochs by default)"
-        )
-    return schedule
-
-
-def _ldam_drw(counts: Counts, kw: dict[str, Any]) -> nn.Module:
-    counts = _needs_counts("ldam_drw", counts)
-    schedule = _drw_schedule("ldam_drw", kw)
-    return DeferredReweighting(LDAMLoss(counts, **kw), counts, **schedule)
-
-
-def _lmf(counts: Counts, kw: dict[str, Any]) -> nn.Module:
-    return LMFLoss(_needs_counts("lmf", counts), **kw)
-
-
-def _lmf_official(counts: Counts, kw: dict[str, Any]) -> nn.Module:
-    return LMFLoss.official(_needs_counts("lmf_official", counts), **kw)
-
-
-def _lmf_cosine(counts: Counts, kw: dict[str, Any]) -> nn.Module:
+def _lmf_same_scale(counts: Counts, kw: dict[str, Any]) -> nn.Module:
     kw.setdefault("focal_scale", kw.get("scale", 30.0))
-    return LMFLoss(_needs_counts("lmf_cosine", counts), **kw)
-
-
-def _lmf_drw(counts: Counts, kw: dict[str, Any]) -> nn.Module:
-    counts = _needs_counts("lmf_drw", counts)
-    schedule = _drw_schedule("lmf_drw", kw)
-    kw.setdefault("focal_scale", kw.get("scale", 30.0))
-    return DeferredReweighting(LMFLoss(counts, **kw), counts, **schedule)
+    return LMFLoss(counts, **kw)
 
 
 def _dual_focal(counts: Counts, kw: dict[str, Any]) -> nn.Module:
@@ -114,39 +97,62 @@ def _dual_focal_adaptive(counts: Counts, kw: dict[str, Any]) -> nn.Module:
     settings: dict[str, Any] = {"learnable_gamma": True, "class_weight": "adaptive"}
     if counts is not None:
         settings["class_counts"] = counts
-    settings.update(kw)
-    return DualFocalLoss(**settings)
+    return DualFocalLoss(**{**settings, **kw})
 
 
-def _balanced_softmax(counts: Counts, kw: dict[str, Any]) -> nn.Module:
-    return BalancedSoftmaxLoss(_needs_counts("balanced_softmax", counts), **kw)
-
-
-def _logit_adjusted(counts: Counts, kw: dict[str, Any]) -> nn.Module:
-    return LogitAdjustedLoss(_needs_counts("logit_adjusted", counts), **kw)
-
-
-def _poly1(counts: Counts, kw: dict[str, Any]) -> nn.Module:
-    return Poly1Loss(**kw)
-
-
-LOSSES: dict[str, Builder] = {
-    "ce": _ce,
-    "weighted_ce": _weighted_ce,
-    "cb_ce": _cb_ce,
-    "focal": _focal,
-    "cb_focal": _cb_focal,
-    "ldam": _ldam,
-    "ldam_drw": _ldam_drw,
-    "lmf": _lmf,
-    "lmf_official": _lmf_official,
-    "lmf_cosine": _lmf_cosine,
-    "lmf_drw": _lmf_drw,
-    "dual_focal": _dual_focal,
-    "dual_focal_adaptive": _dual_focal_adaptive,
-    "balanced_softmax": _balanced_softmax,
-    "logit_adjusted": _logit_adjusted,
-    "poly1": _poly1,
+#: Every loss by registry name, in the spec's order.
+LOSSES: dict[str, LossEntry] = {
+    "ce": LossEntry(lambda c, kw: FocalLoss(gamma=0.0, **kw), "cross-entropy"),
+    "weighted_ce": LossEntry(
+        _class_weighted(inverse_frequency_weights, "power", 1.0, gamma=0.0),
+        "cross-entropy with inverse-frequency weights (option power)",
+        needs_counts=True,
+    ),
+    "cb_ce": LossEntry(
+        _class_weighted(effective_number_weights, "beta", 0.9999, gamma=0.0),
+        "cross-entropy with class-balanced (effective number) weights (option beta)",
+        needs_counts=True,
+    ),
+    "focal": LossEntry(lambda c, kw: FocalLoss(**kw), "focal loss"),
+    "cb_focal": LossEntry(
+        _class_weighted(effective_number_weights, "beta", 0.9999),
+        "focal loss with class-balanced weights (option beta)",
+        needs_counts=True,
+    ),
+    "ldam": LossEntry(lambda c, kw: LDAMLoss(c, **kw), "LDAM", needs_counts=True, head="cosine"),
+    "ldam_drw": LossEntry(
+        _deferred(LDAMLoss),
+        "LDAM with deferred re-weighting (start_epoch or total_epochs)",
+        needs_counts=True,
+        head="cosine",
+    ),
+    "lmf": LossEntry(lambda c, kw: LMFLoss(c, **kw), "LMF (the paper's)", needs_counts=True),
+    "lmf_official": LossEntry(
+        lambda c, kw: LMFLoss.official(c, **kw), "LMF as the authors' code", needs_counts=True
+    ),
+    "lmf_cosine": LossEntry(
+        _lmf_same_scale,
+        "LMF for a cosine head: the focal term at the LDAM scale s",
+        needs_counts=True,
+        head="cosine",
+    ),
+    "lmf_drw": LossEntry(
+        _deferred(LMFLoss, same_scale=True),
+        "lmf_cosine with deferred re-weighting (start_epoch or total_epochs)",
+        needs_counts=True,
+        head="cosine",
+    ),
+    "dual_focal": LossEntry(_dual_focal, "Dual Focal loss"),
+    "dual_focal_adaptive": LossEntry(
+        _dual_focal_adaptive, "Dual Focal with learnable γ and adaptive class weights"
+    ),
+    "balanced_softmax": LossEntry(
+        lambda c, kw: BalancedSoftmaxLoss(c, **kw), "balanced softmax", needs_counts=True
+    ),
+    "logit_adjusted": LossEntry(
+        lambda c, kw: LogitAdjustedLoss(c, **kw), "logit-adjusted loss", needs_counts=True
+    ),
+    "poly1": LossEntry(lambda c, kw: Poly1Loss(**kw), "Poly-1 cross-entropy"),
 }
 
 
@@ -163,14 +169,7 @@ def available_losses() -> list[str]:
 def build_loss(name: str, class_counts: Counts = None, **overrides: Any) -> nn.Module:
     """Build a loss module from its registry name.
 
-    Names: ``ce``, ``weighted_ce`` (inverse frequency; ``power`` override), ``cb_ce`` (effective
-    number; ``beta``), ``focal``, ``cb_focal``, ``ldam``, ``ldam_drw`` (LDAM wrapped in
-    :class:`DeferredReweighting`; needs ``start_epoch`` or ``total_epochs``), ``lmf``,
-    ``lmf_official`` (the authors' code), ``lmf_cosine`` (LMF for a cosine head: the focal
-    term at the same scale ``s`` as LDAM), ``lmf_drw`` (``lmf_cosine`` with deferred
-    re-weighting; needs ``start_epoch`` or ``total_epochs``), ``dual_focal``,
-    ``dual_focal_adaptive`` (learnable γ + adaptive class weights), ``balanced_softmax``,
-    ``logit_adjusted``, ``poly1``.
+    The names and what each builds are the entries of :data:`LOSSES` (``summary`` of each).
 
     Args:
         name: a registry name.
@@ -193,10 +192,16 @@ def build_loss(name: str, class_counts: Counts = None, **overrides: Any) -> nn.M
         ...
         ValueError: unknown loss 'lmfx'; available: ce, weighted_ce, cb_ce, focal, ...
     """
-    builder = LOSSES.get(name)
-    if builder is None:
+    entry = LOSSES.get(name)
+    if entry is None:
         raise ValueError(f"unknown loss {name!r}; available: {', '.join(LOSSES)}")
+    if entry.needs_counts and class_counts is None:
+        raise ValueError(f"loss {name!r} needs class_counts (the training count of each class)")
     try:
-        return builder(class_counts, dict(overrides))
+        return entry.build(class_counts, dict(overrides))
     except TypeError as error:
         raise TypeError(f"invalid option for loss {name!r}: {error}") from error
+    except ValueError as error:
+        if name in str(error):
+            raise
+        raise ValueError(f"loss {name!r}: {error}") from error

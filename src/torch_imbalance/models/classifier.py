@@ -17,14 +17,17 @@ from torch_imbalance.models.pretrained import (
 )
 
 HEADS = ("linear", "cosine")
+
+
 #: Losses designed for cosine logits in [-1, 1] (the LDAM paper's head); others get a linear head.
-COSINE_LOSSES = frozenset({"ldam", "ldam_drw", "lmf_cosine", "lmf_drw"})
-
-
 def default_head(loss: str) -> str:
-    """``"cosine"`` for LDAM (its authors' head) and the cosine-head LMF variants, ``"linear"``
-    otherwise (LMF's authors used a plain linear head)."""
-    return "cosine" if loss in COSINE_LOSSES else "linear"
+    """The head the registry entry declares: ``"cosine"`` for LDAM (its authors' head) and the
+    cosine-head LMF variants, ``"linear"`` otherwise (LMF's authors used a plain linear head;
+    harness losses such as ``dice_ce`` too)."""
+    from torch_imbalance.registry import LOSSES
+
+    entry = LOSSES.get(loss)
+    return entry.head if entry is not None else "linear"
 
 
 class ImageClassifier(nn.Module):
