@@ -89,10 +89,29 @@ def check_logits(input: torch.Tensor, validate: bool = True) -> None:
             )
 
 
+def squeeze_target_channel(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Dense multi-class targets as MONAI pipelines hand them over, label maps ``(N, 1, *)``
+    for logits ``(N, C, *)``, as ``(N, *)``; any other target unchanged.
+
+    Example:
+        >>> squeeze_target_channel(torch.zeros(2, 3, 4, 4), torch.zeros(2, 1, 4, 4)).shape
+        torch.Size([2, 4, 4])
+    """
+    if (
+        isinstance(target, torch.Tensor)
+        and input.ndim >= 3
+        and target.ndim == input.ndim
+        and target.shape[1] == 1
+    ):
+        return target.squeeze(1)
+    return target
+
+
 def check_multiclass_target(
     input: torch.Tensor, target: torch.Tensor, ignore_index: int, validate: bool = True
 ) -> None:
-    """Check class-index targets ``(N, *)`` against logits ``(N, C, *)``."""
+    """Check class-index targets ``(N, *)`` against logits ``(N, C, *)`` (a ``(N, 1, *)`` label
+    map is squeezed by :func:`squeeze_target_channel` before this check)."""
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
     num_classes = input.shape[1]

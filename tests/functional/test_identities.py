@@ -6,7 +6,7 @@ import pytest
 import reference as ref
 import torch
 import torch.nn.functional as F
-from cases import COUNTS, make_batch
+from cases import CASES, COUNTS, case_id, make_batch
 from torchvision.ops import sigmoid_focal_loss
 
 from torch_imbalance import functional as TF
@@ -137,3 +137,20 @@ def test_ldam_with_equal_counts_is_scaled_shifted_cross_entropy():
     z, t = make_batch("multiclass", (12, 3))
     shifted = 30 * (z - 0.5 * F.one_hot(t, 3))
     torch.testing.assert_close(TF.ldam_loss(z, t, [5, 5, 5]), F.cross_entropy(shifted, t))
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if "multiclass" in c.tasks], ids=case_id)
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (2, 4, 2, 3, 3)])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_dense_label_maps_with_a_channel_dim_equal_the_plain_form(case, shape, reduction):
+    """MONAI pipelines hand dense targets as (N, 1, *): the same loss and gradient as (N, *)."""
+    z, t = make_batch("multiclass", shape, 0.1)
+    z.requires_grad_()
+    plain = case.call_ours(z, t, reduction=reduction)
+    (plain_grad,) = torch.autograd.grad(plain.sum(), z)
+    channel = case.call_ours(z, t[:, None], reduction=reduction)
+    (channel_grad,) = torch.autograd.grad(channel.sum(), z)
+    torch.testing.assert_close(channel, plain, rtol=0, atol=0)
+    torch.testing.assert_close(channel_grad, plain_grad, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="multiclass target must have shape"):
+        case.call_ours(z, t[:, None].expand(-1, 2, *t.shape[1:]))  # two channels: not a map

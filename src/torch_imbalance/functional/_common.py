@@ -17,6 +17,7 @@ from torch_imbalance._checks import (
     check_range,
     check_reduction,
     check_task,
+    squeeze_target_channel,
 )
 from torch_imbalance._reduce import finish_multilabel
 from torch_imbalance._types import Reduction
@@ -100,13 +101,15 @@ def prepare_multiclass(
     ignore_index: int,
     reduction: Reduction,
     validate: bool,
-) -> torch.dtype:
-    """Validate a multi-class call and return the compute dtype (float32 for half inputs)."""
+) -> tuple[torch.dtype, torch.Tensor]:
+    """Validate a multi-class call; returns the compute dtype (float32 for half inputs) and the
+    target (a dense ``(N, 1, *)`` label map squeezed to ``(N, *)``)."""
     check_reduction(reduction)
     check_logits(input, validate)
+    target = squeeze_target_channel(input, target)
     check_multiclass_target(input, target, ignore_index, validate)
     check_class_weight(weight, input)
-    return compute_dtype(input)
+    return compute_dtype(input), target
 
 
 def prepare_multilabel(
@@ -116,13 +119,14 @@ def prepare_multilabel(
     ignore_index: int | None,
     reduction: Reduction,
     validate: bool,
-) -> torch.dtype:
-    """Validate a multi-label call and return the compute dtype (float32 for half inputs)."""
+) -> tuple[torch.dtype, torch.Tensor]:
+    """Validate a multi-label call; returns the compute dtype (float32 for half inputs) and the
+    target unchanged."""
     check_reduction(reduction)
     check_logits(input, validate)
     check_multilabel_target(input, target, ignore_index, validate)
     check_class_weight(weight, input)
-    return compute_dtype(input)
+    return compute_dtype(input), target
 
 
 def prepare(
@@ -133,8 +137,9 @@ def prepare(
     ignore_index: int,
     reduction: Reduction,
     validate: bool,
-) -> torch.dtype:
-    """Dispatch to the multi-class or multi-label validation; returns the compute dtype."""
+) -> tuple[torch.dtype, torch.Tensor]:
+    """Dispatch to the multi-class or multi-label validation; returns the compute dtype and the
+    target to use."""
     check_task(task)
     if task == "multiclass":
         return prepare_multiclass(input, target, weight, ignore_index, reduction, validate)

@@ -135,7 +135,7 @@ def dual_focal_loss(
         tensor(4.0096)
     """
     check_dual_focal_args(alpha, beta, gamma, rho)
-    dtype = prepare(task, input, target, weight, ignore_index, reduction, validate)
+    dtype, target = prepare(task, input, target, weight, ignore_index, reduction, validate)
     settings = {"alpha": alpha, "beta": beta, "rho": rho, "dtype": dtype}
     if task == "multilabel":
         return multilabel_chunk_loss(

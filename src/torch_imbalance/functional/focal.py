@@ -132,7 +132,7 @@ def focal_loss(
         tensor(1.5755)
     """
     check_gamma(gamma)
-    dtype = prepare(task, input, target, weight, ignore_index, reduction, validate)
+    dtype, target = prepare(task, input, target, weight, ignore_index, reduction, validate)
     if task == "multiclass":
         if alpha is not None:
             raise ValueError(

@@ -120,7 +120,7 @@ def ldam_loss(
         tensor(1.5255)
     """
     check_range("scale", scale, 0.0, low_inclusive=False)
-    dtype = prepare(task, input, target, weight, ignore_index, reduction, validate)
+    dtype, target = prepare(task, input, target, weight, ignore_index, reduction, validate)
     margins = resolve_margins(class_counts, margins, max_margin, input, dtype)
     if task == "multiclass":
         safe_target, valid = split_ignored(target, ignore_index)

@@ -134,7 +134,7 @@ def lmf_loss(
     check_range("focal_scale", focal_scale, 0.0, low_inclusive=False)
     if variant not in ("paper", "official"):
         raise ValueError(f"variant must be 'paper' or 'official', got {variant!r}")
-    dtype = prepare(task, input, target, weight, ignore_index, reduction, validate)
+    dtype, target = prepare(task, input, target, weight, ignore_index, reduction, validate)
     margins = resolve_margins(class_counts, margins, max_margin, input, dtype)
     if task == "multilabel":
         if variant == "official":

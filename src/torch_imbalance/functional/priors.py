@@ -44,7 +44,7 @@ def offset_cross_entropy(
     validate: bool = True,
 ) -> torch.Tensor:
     """``CE(z + offset, t)`` with a per-class offset ``(C,)``: the core of the prior losses."""
-    dtype = prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
+    dtype, target = prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
     check_class_counts_match(offset, input, "class_counts")
     safe_target, valid = split_ignored(target, ignore_index)
     weights = element_weights(safe_target, valid, weight, dtype)
@@ -176,7 +176,7 @@ def poly1_loss(
         tensor(2.1554)
     """
     check_range("epsilon", epsilon, -1.0)
-    dtype = prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
+    dtype, target = prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
     safe_target, valid = split_ignored(target, ignore_index)
     weights = element_weights(safe_target, valid, weight, dtype)
     head = functools.partial(poly1_head, epsilon=epsilon)  # softplus(u) + ε σ(u)
