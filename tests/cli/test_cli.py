@@ -80,6 +80,16 @@ def test_train_on_digits_lt_writes_the_run_folder(tmp_path, capsys):
         probabilities = [float(row[f"prob_{d}"]) for d in range(10)]
         assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
         assert row["predicted"] == str(max(range(10), key=probabilities.__getitem__))
+    # The validation split too, and the report lists the most confident mistakes per class.
+    with open(out / "predictions" / "val.csv", newline="") as handle:
+        val_rows = list(csv.DictReader(handle))
+    val_accuracy = sum(r["label"] == r["predicted"] for r in val_rows) / len(val_rows)
+    assert val_accuracy == pytest.approx(metrics["val"]["accuracy"], abs=1e-6)
+    report = (out / "report.md").read_text()
+    assert "## Most confident mistakes (test)" in report
+    mistakes = [r for r in rows if r["label"] != r["predicted"]]
+    worst = max(mistakes, key=lambda r: float(r[f"prob_{r['predicted']}"]))
+    assert f"`{worst['id']}`" in report  # the single most confident error is listed
     # The run folder is never overwritten without --overwrite.
     again = main(["train", "--dataset", "digits-lt", "--epochs", "1", "--out", str(out), *FAST])
     assert again == 2

@@ -64,6 +64,22 @@ def test_multiclass_metrics_match_sklearn(seed):
         assert got["per_class"][name]["support"] == support[i]
 
 
+def test_balanced_accuracy_skips_a_class_that_never_occurs():
+    """A class predicted but absent from the truth: sklearn's balanced_accuracy_score (and the
+    ISIC scorer) average recall over the classes that occur; a plain macro recall would count
+    the absent class as 0."""
+    target = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])  # class 3 never occurs
+    predicted = torch.tensor([0, 0, 3, 1, 3, 2, 2, 1])
+    probs = torch.nn.functional.one_hot(predicted, 4).float() * 0.9 + 0.025
+    collection = build_classification_metrics(4)
+    collection.update(probs, target)
+    got = summarise_classification(collection.compute(), ["a", "b", "c", "d"])
+    with pytest.warns(UserWarning, match="y_pred contains classes not in y_true"):
+        expected = skm.balanced_accuracy_score(target.numpy(), predicted.numpy())
+    assert got["balanced_accuracy"] == pytest.approx(expected, abs=1e-12)
+    assert got["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 2 / 3) / 3)
+
+
 def test_multilabel_metrics_match_sklearn():
     rng = np.random.default_rng(7)
     labels = 4

@@ -1,4 +1,4 @@
-"""The ``torch-imbalance`` command: train, evaluate, compare, datasets."""
+"""The ``torch-imbalance`` command: train, evaluate, predict, compare, gradcam, datasets."""
 
 from __future__ import annotations
 
@@ -47,6 +47,31 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate(Path(args.checkpoint), args.split, Path(args.out), args.overwrite)
     print_run_summary(Path(args.out), {args.split: metrics[args.split]})
+    return 0
+
+
+def command_predict(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from torch_imbalance.engine.predict import predict
+
+    console = Console(stderr=True)
+    summary = predict(
+        Path(args.checkpoint),
+        args.inputs,
+        Path(args.out),
+        output_format=args.format,
+        overlays=args.overlays,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        progress=args.progress,
+        report=lambda line: console.print(line, soft_wrap=True, highlight=False),
+    )
+    skipped = len(summary.skipped)
+    print(
+        f"predicted {summary.images} image(s) -> {summary.out}"
+        + (f"; skipped {skipped} unreadable file(s)" if skipped else "")
+    )
     return 0
 
 
@@ -172,6 +197,39 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True, help="folder for metrics.json and report.md")
     evaluate.add_argument("--overwrite", action="store_true")
     evaluate.set_defaults(handler=command_evaluate)
+
+    predict = commands.add_parser(
+        "predict",
+        help="run a checkpoint on new images",
+        description="Predict images (files, or folders searched recursively) with a checkpoint, "
+        "preprocessed as its evaluation was. Classification: a CSV with the predicted class and "
+        "every class's probability per image (multi-label: per-label probabilities and 0/1 "
+        "labels at 0.5), or a challenge submission file (--format). Segmentation: OUT is a "
+        "folder of mask PNGs (class indices, each input's size). Unreadable files are skipped "
+        "with one line each.",
+    )
+    predict.add_argument("checkpoint", help="a .ckpt written by train (best.ckpt)")
+    predict.add_argument("inputs", nargs="+", help="image files or folders")
+    predict.add_argument(
+        "--out", required=True, help="the CSV to write (segmentation: the folder of masks)"
+    )
+    predict.add_argument(
+        "--format",
+        choices=["csv", "isic2019", "odir5k"],
+        default="csv",
+        help="isic2019: image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK (ids without extension; "
+        "classes the model lacks are 0); odir5k: ID,N,D,G,C,A,H,M,O, one row per patient from "
+        "<patient>_left/_right images (a disease: the larger eye's probability; N: the smaller)",
+    )
+    predict.add_argument(
+        "--overlays", action="store_true", help="segmentation: also write overlays/<name>.png"
+    )
+    predict.add_argument(
+        "--batch-size", dest="batch_size", type=int, default=None, help="default: the run's"
+    )
+    predict.add_argument("--overwrite", action="store_true")
+    predict.add_argument("--no-progress", dest="progress", action="store_false")
+    predict.set_defaults(handler=command_predict)
 
     compare = commands.add_parser(
         "compare",

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from torch_imbalance.data.io import IMAGE_SUFFIXES
 from torch_imbalance.data.records import DatasetBundle, DatasetError, ImageSet
 from torch_imbalance.data.splits import split_dataset
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 SPLIT_NAMES = ("train", "val", "test")
 
 

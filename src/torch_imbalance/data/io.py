@@ -10,6 +10,9 @@ from PIL import Image, UnidentifiedImageError
 
 from torch_imbalance.data.errors import DatasetError
 
+#: The image files the harness reads (folders are searched for these).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
 
 def read_image(item: str | Path | np.ndarray, channels: int) -> Image.Image:
     """Open a file (or wrap an array) as a PIL image in mode ``L`` (1 channel) or ``RGB`` (3).

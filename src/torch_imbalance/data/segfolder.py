@@ -6,10 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from torch_imbalance.data.io import read_mask
+from torch_imbalance.data.io import IMAGE_SUFFIXES, read_mask
 from torch_imbalance.data.records import DatasetError, SegmentationBundle, SegmentationSet
-
-SEG_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 def load_segfolder(
@@ -32,7 +30,7 @@ def load_segfolder(
     for folder in (image_dir, mask_dir):
         if not folder.is_dir():
             raise DatasetError(f"segfolder: {folder} is missing; expected images/ and masks/")
-    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in SEG_IMAGE_SUFFIXES)
+    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise DatasetError(f"segfolder: no images in {image_dir}")
     masks = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff")}

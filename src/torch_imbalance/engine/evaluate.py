@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 
 from torch_imbalance.engine.config import RunConfig
 from torch_imbalance.engine.module import ImbalanceModule
@@ -22,8 +23,21 @@ from torch_imbalance.engine.tasks import PREDICTIONS
 
 
 def load_module(checkpoint: Path) -> ImbalanceModule:
+    """Our Lightning module from ``checkpoint``; anything else is a clear error."""
     if not checkpoint.is_file():
         raise RunFolderError(f"checkpoint not found: {checkpoint}")
+    try:
+        payload = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as error:  # a truncated file, not a torch file at all, ...
+        raise RunFolderError(f"{checkpoint} is not a readable checkpoint: {error}") from error
+    hyper = payload.get("hyper_parameters") if isinstance(payload, dict) else None
+    needed = {"config", "classes", "class_counts", "channels"}
+    if not isinstance(hyper, dict) or not needed <= set(hyper) or "state_dict" not in payload:
+        raise RunFolderError(
+            f"{checkpoint} is not a torch-imbalance checkpoint (expected the best.ckpt or "
+            "last.ckpt that `torch-imbalance train` writes, with hyper-parameters "
+            f"{sorted(needed)} and a state_dict)"
+        )
     return ImbalanceModule.load_from_checkpoint(checkpoint, map_location="cpu")
 
 

@@ -186,6 +186,16 @@ class Task(ABC):
         """``report.md`` with this task's figures (and the training curves when ``folder``
         holds the run's logs)."""
 
+    @abstractmethod
+    def prediction_transform(
+        self, config: RunConfig, channels: int, ignore_index: int | None
+    ) -> Any:
+        """``transform(PIL image) -> tensor``: the preprocessing of the evaluation splits."""
+
+    @abstractmethod
+    def prediction_writer(self, out: Path, module: Any, output_format: str, overlays: bool) -> Any:
+        """What ``predict`` feeds (``add(paths, logits, images)``, then ``close()``)."""
+
     def save_examples(self, module: Any, test_set: Dataset, bundle: Any, run_dir: Path) -> None:
         """Keep what the report draws from the chosen checkpoint (segmentation: overlays);
         nothing by default."""
@@ -237,6 +247,20 @@ class ClassificationTask(Task):
         from torch_imbalance.data.samplers import build_sampler
 
         return build_sampler(config.sampler, bundle.train.labels, config.seed)
+
+    def prediction_transform(
+        self, config: RunConfig, channels: int, ignore_index: int | None
+    ) -> Any:
+        from torch_imbalance.data.transforms import build_transform
+
+        return build_transform(config.image_size, channels, False, normalize=config.normalize)
+
+    def prediction_writer(self, out: Path, module: Any, output_format: str, overlays: bool) -> Any:
+        from torch_imbalance.engine.predict import ClassificationWriter, PredictError
+
+        if overlays:
+            raise PredictError("--overlays draws segmentation masks; this is a classifier")
+        return ClassificationWriter(out, module, output_format)
 
     def head(self, config: RunConfig) -> str:
         from torch_imbalance.models import default_head
@@ -338,7 +362,9 @@ class ClassificationTask(Task):
         per_class_f1_plot(last["per_class"], folder / "per_class_f1.png")
         figures.append("per_class_f1.png")
         figures += training_curves(folder)
-        (folder / "report.md").write_text(run_report(title, metrics, notes, figures))
+        split = [s for s in ("val", "test") if s in metrics][-1]
+        mistakes = folder / PREDICTIONS / f"{split}.csv" if self.labels == "multiclass" else None
+        (folder / "report.md").write_text(run_report(title, metrics, notes, figures, mistakes))
 
     def run_notes(self, metrics: dict[str, Any]) -> dict[str, str]:
         return {
@@ -388,6 +414,22 @@ class SegmentationTask(Task):
             "val": dataset("val", False),
             "test": dataset("test", False),
         }
+
+    def prediction_transform(
+        self, config: RunConfig, channels: int, ignore_index: int | None
+    ) -> Any:
+        from torch_imbalance.data.transforms import build_segmentation_transform
+
+        joint = build_segmentation_transform(
+            config.image_size, channels, False, ignore_index, config.augment, config.normalize
+        )
+        # The evaluation's joint transform, with a blank mask: the image is resized exactly so.
+        return lambda image: joint(image, np.zeros((image.height, image.width), np.int64))[0]
+
+    def prediction_writer(self, out: Path, module: Any, output_format: str, overlays: bool) -> Any:
+        from torch_imbalance.engine.predict import SegmentationWriter
+
+        return SegmentationWriter(out, module, output_format, overlays)
 
     def build_model(self, config: RunConfig, classes: int, channels: int) -> nn.Module:
         from torch_imbalance.models.segmenter import build_segmenter

@@ -83,6 +83,13 @@ def summarise_classification(computed: dict[str, torch.Tensor], classes: list[st
         matrix = computed["confusion_matrix"].long()
         support = matrix.sum(1).tolist()
         out["confusion_matrix"] = matrix.tolist()
+        # Balanced accuracy is the mean recall over the classes that occur (sklearn's
+        # balanced_accuracy_score, the ISIC challenge's scorer); torchmetrics' macro recall
+        # also averages in a class that was predicted but never occurs, as 0.
+        present = matrix.sum(1) > 0
+        if bool(present.any()):
+            recall = matrix.diagonal()[present].double() / matrix.sum(1)[present]
+            out["balanced_accuracy"] = float(recall.mean())
     else:
         stats = computed["stats_per_class"].long()  # (C, 5): tp, fp, tn, fn, support
         support = stats[:, 4].tolist()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 SCALARS = (
     "macro_f1",
     "balanced_accuracy",
@@ -14,8 +17,44 @@ SCALARS = (
 )
 
 
-def run_report(title: str, metrics: dict, notes: dict[str, str], figures: list[str]) -> str:
-    """``report.md``: headline metrics per split, the per-class table, figures and notes."""
+def confident_mistakes(predictions: Path, per_class: int = 3) -> list[str]:
+    """Markdown lines: per true class, the wrong predictions made with the highest
+    probability, from a ``predictions/<split>.csv`` (id, label, predicted, prob_<class>...)."""
+    with open(predictions, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    wrong: dict[str, list[tuple[float, str, str]]] = {}
+    for row in rows:
+        if row["predicted"] != row["label"]:
+            confidence = float(row[f"prob_{row['predicted']}"])
+            wrong.setdefault(row["label"], []).append((confidence, row["id"], row["predicted"]))
+    relative = f"{predictions.parent.name}/{predictions.name}"
+    lines = [
+        "",
+        f"## Most confident mistakes ({predictions.stem})",
+        "",
+        f"Per true class, the errors made with the highest probability (all: [{relative}]"
+        f"({relative})).",
+        "",
+        "| true class | image | predicted | probability |",
+        "|---|---|---|---:|",
+    ]
+    for label in sorted(wrong):
+        for confidence, item, predicted in sorted(wrong[label], reverse=True)[:per_class]:
+            lines.append(f"| {label} | `{item}` | {predicted} | {confidence:.3f} |")
+    if not wrong:
+        lines.append("| – | no mistakes | – | – |")
+    return lines
+
+
+def run_report(
+    title: str,
+    metrics: dict,
+    notes: dict[str, str],
+    figures: list[str],
+    predictions: Path | None = None,
+) -> str:
+    """``report.md``: headline metrics per split, the per-class table, the most confident
+    mistakes (given the split's ``predictions`` CSV), figures and notes."""
     lines = [f"# {title}", ""]
     splits = [s for s in ("val", "test") if s in metrics]
     names = [n for n in SCALARS if any(n in metrics[s] for s in splits)]
@@ -39,6 +78,8 @@ def run_report(title: str, metrics: dict, notes: dict[str, str], figures: list[s
                 f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} "
                 f"| {row['support']} |"
             )
+    if predictions is not None and predictions.is_file():
+        lines += confident_mistakes(predictions)
     if figures:
         lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]
     if notes:
