@@ -33,10 +33,18 @@ def test_compiled_matches_reference_and_eager(mode, case):
     results = {}
     for value in ("always", "never"):
         mode(value)
+        _compiled.kernel_runs(reset=True)
         x = z.clone().requires_grad_()
         loss = case.call_ours(x, t, reduction="none", weight=weight)
         (grad,) = torch.autograd.grad((loss * probe).sum(), x)
         results[value] = (loss, grad)
+        # Which path ran (a compile that failed and fell back would compare eager with eager).
+        runs = _compiled.kernel_runs()
+        ran = "compiled" if value == "always" else "eager"
+        other = "eager" if value == "always" else "compiled"
+        assert runs.get(f"{ran}-forward", 0) >= 1 and runs.get(f"{ran}-backward", 0) >= 1, runs
+        assert runs.get(f"{other}-forward", 0) == 0 and runs.get(f"{other}-backward", 0) == 0
+        assert not _compiled.compile_broken() and runs["kernels-built"] >= 1
     x = z.clone().requires_grad_()
     expected = case.call_reference(x, t, reduction="none", weight=weight)
     (expected_grad,) = torch.autograd.grad((expected * probe).sum(), x)

@@ -118,3 +118,23 @@ def test_empty_batch_is_zero():
     loss = TF.focal_loss(z, torch.zeros(0, dtype=torch.long))
     assert loss == 0
     loss.backward()
+
+
+@pytest.mark.parametrize(("case", "task"), TASK_CASES, ids=lambda v: case_id(v) or v)
+@pytest.mark.parametrize("shape", [(0, 4), (0, 4, 3, 3), (2, 4, 0, 3), (2, 4, 3, 0, 2)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_empty_inputs_are_zero_with_zero_gradients(case, task, shape, reduction):
+    """Every loss, both tasks: an empty batch or an empty spatial extent gives what multi-class
+    cross-entropy gives (0 for mean and sum, an empty tensor for none), never an error."""
+    z = torch.zeros(shape, requires_grad=True)
+    if task == "multiclass":
+        t = torch.zeros((shape[0], *shape[2:]), dtype=torch.long)
+    else:
+        t = torch.zeros(shape)
+    loss = case.call_ours(z, t, **_kw(task, reduction=reduction))
+    if reduction == "none":
+        assert loss.numel() == 0
+    else:
+        assert loss.shape == () and float(loss) == 0.0
+    (grad,) = torch.autograd.grad(loss.sum(), z, allow_unused=True)
+    assert grad is None or (grad.shape == z.shape and grad.numel() == 0)

@@ -20,6 +20,7 @@ import functools
 import os
 import types
 import warnings
+from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,6 +36,8 @@ MIN_COMPILED_ELEMENTS = 1 << 20
 _MODES = ("auto", "always", "never")
 _state: dict[str, Any] = {"mode": os.environ.get("TORCH_IMBALANCE_COMPILE", "auto"), "broken": None}
 _kernels: dict[Hashable, tuple[Callable[..., Any], Callable[..., Any]]] = {}
+#: How many forward / backward passes ran on each path (see :func:`kernel_runs`).
+_runs: Counter[str] = Counter()
 
 
 def set_compile_mode(mode: CompileMode) -> None:
@@ -74,6 +77,20 @@ def wants_compiled(logits: torch.Tensor) -> bool:
     if mode == "always":
         return True
     return logits.numel() >= MIN_COMPILED_ELEMENTS and logits.device.type in ("cpu", "cuda")
+
+
+def record_run(path: str) -> None:
+    """Count one pass on ``path`` (``"compiled-forward"``, ``"eager-backward"``, ...)."""
+    _runs[path] += 1
+
+
+def kernel_runs(reset: bool = False) -> dict[str, int]:
+    """Passes per path since the last reset, and ``"kernels-built"``: how many compiled
+    configurations exist (so a test can tell which path ran, not only that results agree)."""
+    counts = {**_runs, "kernels-built": len(_kernels)}
+    if reset:
+        _runs.clear()
+    return counts
 
 
 def compile_broken() -> bool:

@@ -38,6 +38,7 @@ from torch_imbalance.functional._compiled import (
     gap_kernels,
     get_compile_mode,
     mark_broken,
+    record_run,
     wants_compiled,
 )
 
@@ -61,7 +62,10 @@ class GapHead:
 
 
 def _chunk_slices(batch: int, classes: int, spatial: int) -> Iterator[tuple[slice, slice]]:
-    """(batch, spatial) slices of ``(N, C, S)`` holding about ``CHUNK_ELEMENTS`` logits each."""
+    """(batch, spatial) slices of ``(N, C, S)`` holding about ``CHUNK_ELEMENTS`` logits each
+    (none for an empty input)."""
+    if batch * classes * spatial == 0:
+        return
     per_item = classes * spatial
     if per_item >= CHUNK_ELEMENTS:
         width = max(1, CHUNK_ELEMENTS // classes)
@@ -269,7 +273,9 @@ class _GapLoss(torch.autograd.Function):
             else:
                 saved = (logits, target, lse_others, slopes, *((d_gamma,) if wants_gamma else ()))
                 ctx.save_for_backward(*saved)
+                record_run("compiled-forward")
                 return loss.view(target.shape)
+        record_run("eager-forward")
         batch, classes, spatial = z.shape
         loss = torch.empty((batch, spatial), dtype=dtype, device=z.device)
         lse_others = torch.empty((len(heads), batch, spatial), dtype=dtype, device=z.device)
@@ -305,11 +311,13 @@ class _GapLoss(torch.autograd.Function):
             try:
                 offsets, _ = _head_tensors(heads, dtype, z.device)
                 grad = ctx.backward_kernel(z, t, lse_others, slopes, g, offsets)
+                record_run("compiled-backward")
             except Exception as error:
                 if get_compile_mode() == "always":
                     raise
                 mark_broken(error)
         if grad is None:
+            record_run("eager-backward")
             grad = torch.empty(z.shape, dtype=logits.dtype, device=logits.device)
             batch, classes, spatial = z.shape
             for rows, cols in _chunk_slices(batch, classes, spatial):
@@ -392,7 +400,8 @@ class _Chunkwise(torch.autograd.Function):
             if out is None:
                 out = torch.empty(z.shape, dtype=value.dtype, device=z.device)
             out[rows, :, cols] = value
-        assert out is not None
+        if out is None:  # an empty input: no chunk, the formula on the empty tensor itself
+            out = fn(z, t, *params)
         ctx.save_for_backward(logits, target, *params)
         ctx.fn = fn
         return out.view(logits.shape)
