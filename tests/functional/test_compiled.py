@@ -86,6 +86,7 @@ def test_failed_compile_warns_once_and_falls_back(mode, monkeypatch):
     from torch_imbalance.functional import _fused
 
     monkeypatch.setattr(_fused, "gap_kernels", broken)
+    monkeypatch.setattr(_fused, "one_pass_kernel", broken)
     mode("auto")
     z, t = make_batch("multiclass", (6, 3), 0.0)
     expected = torch.nn.functional.cross_entropy(z, t)
@@ -107,3 +108,72 @@ def test_compile_mode_is_validated(mode, monkeypatch):
     monkeypatch.setitem(_compiled._state, "mode", "fast")
     with pytest.raises(ValueError, match="TORCH_IMBALANCE_COMPILE must be one of"):
         ti.get_compile_mode()
+
+
+@pytest.mark.parametrize("case", GAP_CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_one_pass_reduced_kernel_matches_reference_and_eager(mode, case, reduction):
+    """A mean or sum on the compiled path computes its gradient in the forward (one pass):
+    the same value and gradient as the float64 reference and the eager kernels, for an
+    upstream gradient of 1 (``loss.backward()``) and of 3."""
+    z, t = make_batch("multiclass", (3, 4, 5, 6), 0.2)
+    weight = torch.linspace(0.5, 1.5, 4, dtype=torch.float64)
+    x = z.clone().requires_grad_()
+    expected = case.call_reference(x, t, reduction=reduction, weight=weight)
+    (expected_grad,) = torch.autograd.grad(expected, x)
+    for value in ("always", "never"):
+        mode(value)
+        _compiled.kernel_runs(reset=True)
+        for upstream in (1.0, 3.0):
+            x = z.clone().requires_grad_()
+            loss = case.call_ours(x, t, reduction=reduction, weight=weight)
+            (loss * upstream).backward()
+            torch.testing.assert_close(loss, expected, rtol=1e-9, atol=1e-11)
+            torch.testing.assert_close(x.grad, upstream * expected_grad, rtol=1e-8, atol=1e-10)
+        runs = _compiled.kernel_runs()
+        one_pass = runs.get("compiled-one-pass", 0)
+        if case.name == "lmf_official":  # two reductions with their own normalisers: per element
+            assert one_pass == 0
+        else:
+            assert one_pass == (2 if value == "always" else 0), runs
+
+
+def test_one_pass_kernel_backward_twice_and_learnable_gamma(mode):
+    """A retained graph's second backward recomputes the gradient (the first handed its buffer
+    on); a learnable γ gets its gradient from the same pass."""
+    mode("always")
+    z, t = make_batch("multiclass", (4, 3, 7, 5), 0.1)
+    gamma = torch.tensor(1.7, dtype=torch.float64, requires_grad=True)
+    x = z.clone().requires_grad_()
+    loss = ti.functional.focal_loss(x, t, gamma=gamma)
+    loss.backward(retain_graph=True)
+    first = (x.grad.clone(), gamma.grad.clone())
+    loss.backward()
+    torch.testing.assert_close(x.grad, 2 * first[0], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(gamma.grad, 2 * first[1], rtol=1e-12, atol=1e-14)
+    mode("never")
+    x2 = z.clone().requires_grad_()
+    gamma2 = torch.tensor(1.7, dtype=torch.float64, requires_grad=True)
+    ti.functional.focal_loss(x2, t, gamma=gamma2).backward()
+    torch.testing.assert_close(first[0], x2.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(first[1], gamma2.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["ldam", "lmf", "balanced_softmax", "focal"])
+def test_many_classes_read_the_target_by_gather(mode, name):
+    """Above MASKED_SUM_CLASSES the compiled kernels gather the target's logit, offset and
+    margin instead of a masked sum over the classes: same values and gradients."""
+    assert _compiled.MASKED_SUM_CLASSES < 40
+    case = next(c for c in GAP_CASES if c.name == name)
+    z, t = make_batch("multiclass", (16, 40), 0.1)
+    x = z.clone().requires_grad_()
+    expected = case.call_reference(x, t)
+    (expected_grad,) = torch.autograd.grad(expected, x)
+    mode("always")
+    _compiled.kernel_runs(reset=True)
+    x = z.clone().requires_grad_()
+    loss = case.call_ours(x, t)
+    loss.backward()
+    assert _compiled.kernel_runs().get("compiled-one-pass", 0) == 1
+    torch.testing.assert_close(loss, expected, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(x.grad, expected_grad, rtol=1e-8, atol=1e-10)

@@ -141,6 +141,28 @@ def gap_kernels(
     return _kernels[key]
 
 
+def one_pass_kernel(
+    head_loss: Callable[..., Any],
+    scales: tuple[float, ...],
+    has_offset: tuple[bool, ...],
+    has_shift: tuple[bool, ...],
+    dtype: torch.dtype,
+    floor: float,
+    gamma: float | None,
+    wants_gamma: bool,
+) -> Callable[..., Any]:
+    """Compiled ``(logits, target, w, offsets, shifts, γ, scale) -> (reduced loss, gradient,
+    ∂/∂γ)`` for one configuration (cached): the forward and the closed-form gradient of
+    :func:`_gap_forward` / :func:`_gap_backward` fused into one pass over the logits."""
+    spec = _Spec(scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma)
+    key = ("one-pass", _head_key(head_loss), spec)
+    if key not in _kernels:
+        number = len(_kernels)
+        kernel = _specialise(_gap_forward_with_gradient, number, spec=spec, head_loss=head_loss)
+        _kernels[key] = (torch.compile(kernel), kernel)
+    return _kernels[key][0]
+
+
 def _specialise(function: Callable[..., Any], number: int, **keywords: Any) -> Callable[..., Any]:
     """A copy of ``function`` with its own code object and the keyword-only arguments bound.
 
@@ -176,6 +198,20 @@ def _head_logits(
     return y
 
 
+#: Up to this many classes the target's logit is read as a masked sum over the classes (the
+#: class loop is unrolled and stays vectorised); above it, as a gather (one read per element).
+MASKED_SUM_CLASSES = 32
+
+
+def _picker(
+    classes: int, is_target: torch.Tensor, index: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``(N, C, S) -> (N, S)``: each element's value at its target class."""
+    if classes <= MASKED_SUM_CLASSES:
+        return lambda values: torch.where(is_target, values, 0.0).sum(1)
+    return lambda values: values.gather(1, index).squeeze(1)
+
+
 def _gap_forward(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -192,8 +228,8 @@ def _gap_forward(
     z = logits.to(spec.dtype)
     index = target.unsqueeze(1)
     is_target = torch.arange(z.shape[1], device=z.device).view(1, -1, 1) == index
-    # Masked sums instead of gathers: the class loop is unrolled and stays vectorised.
-    z_target = torch.where(is_target, z, 0.0).sum(1)
+    pick = _picker(z.shape[1], is_target, index)
+    z_target = pick(z)
     gaps, lses = [], []
     for k in range(len(spec.scales)):
         y = _head_logits(z, k, spec, offsets).masked_fill(is_target, float("-inf"))
@@ -202,9 +238,9 @@ def _gap_forward(
         y_target = z_target * spec.scales[k]
         offset, shift = offsets[k], shifts[k]
         if offset is not None:
-            y_target = y_target + torch.where(is_target, offset.view(1, -1, 1), 0.0).sum(1)
+            y_target = y_target + offset[target]
         if shift is not None:
-            y_target = y_target - torch.where(is_target, shift.view(1, -1, 1), 0.0).sum(1)
+            y_target = y_target - shift[target]
         gaps.append(lse - y_target)
         lses.append(lse)
     value, derivatives, d_gamma = head_loss(gaps, gamma if spec.gamma is None else spec.gamma)
@@ -242,3 +278,25 @@ def _gap_backward(
         at_target = -coefficient if at_target is None else at_target - coefficient
     assert total is not None and at_target is not None
     return torch.where(is_target, at_target.unsqueeze(1), total).to(logits.dtype)
+
+
+def _gap_forward_with_gradient(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    element_weight: torch.Tensor,
+    offsets: list[torch.Tensor | None],
+    shifts: list[torch.Tensor | None],
+    gamma: torch.Tensor,
+    scale: torch.Tensor,
+    *,
+    spec: _Spec,
+    head_loss: Callable[..., Any],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``scale · Σ_i w_i ℓ_i``, its gradient with respect to the logits and (when asked for)
+    to γ: the same two functions as the two-pass kernels, which the compiler fuses into one
+    loop that reads each logit once and writes its gradient once."""
+    loss, lses, slopes, d_gamma = _gap_forward(
+        logits, target, element_weight, offsets, shifts, gamma, spec=spec, head_loss=head_loss
+    )
+    grad = _gap_backward(logits, target, lses, slopes, scale, offsets, spec=spec)
+    return loss.sum() * scale, grad, None if d_gamma is None else d_gamma.sum() * scale

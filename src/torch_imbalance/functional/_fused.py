@@ -33,11 +33,14 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
+from torch_imbalance._reduce import finish_multiclass
+from torch_imbalance._types import Reduction
 from torch_imbalance.functional._compiled import (
     compile_broken,
     gap_kernels,
     get_compile_mode,
     mark_broken,
+    one_pass_kernel,
     record_run,
     wants_compiled,
 )
@@ -351,6 +354,110 @@ def gap_loss(
         gaps = [_composite_gap(logits, safe_target, head, dtype) for head in heads]
         return head_loss(gaps, gamma)[0] * element_weight.to(dtype)
     return _GapLoss.apply(logits, safe_target, element_weight, heads, head_loss, dtype, gamma)
+
+
+class _OnePassGapLoss(torch.autograd.Function):
+    """A reduced target-gap loss whose gradient is computed in the forward, in the same
+    compiled loop that reads the logits; the backward only scales it by the incoming gradient
+    (not at all when that is 1, as for ``loss.backward()``)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        element_weight: torch.Tensor,
+        scale: torch.Tensor,
+        heads: tuple[GapHead, ...],
+        head_loss: HeadLoss,
+        dtype: torch.dtype,
+        gamma: torch.Tensor | float,
+    ) -> torch.Tensor:
+        wants_gamma = isinstance(gamma, torch.Tensor) and gamma.requires_grad
+        kernel = one_pass_kernel(
+            head_loss,
+            tuple(float(head.scale) for head in heads),
+            tuple(head.offset is not None for head in heads),
+            tuple(head.shift is not None for head in heads),
+            dtype,
+            exp_floor(dtype),
+            None if isinstance(gamma, torch.Tensor) else float(gamma),
+            wants_gamma,
+        )
+        gamma_tensor = torch.as_tensor(
+            gamma.detach() if isinstance(gamma, torch.Tensor) else gamma,
+            dtype=dtype,
+            device=logits.device,
+        )
+        offsets, shifts = _head_tensors(heads, dtype, logits.device)
+        arguments = (
+            _as_3d(logits),
+            _as_2d(target),
+            _as_2d(element_weight),
+            offsets,
+            shifts,
+            gamma_tensor,
+            scale.to(dtype),
+        )
+        loss, grad, d_gamma = kernel(*arguments)
+        # Kept on ctx (not saved tensors): the first backward hands the buffer on as the
+        # logits' gradient; a second backward through the same graph recomputes it.
+        ctx.kernel, ctx.arguments = kernel, arguments
+        ctx.grad, ctx.d_gamma, ctx.wants_gamma = grad, d_gamma, wants_gamma
+        ctx.shape, ctx.dtype = logits.shape, logits.dtype
+        record_run("compiled-one-pass")
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss: torch.Tensor):  # type: ignore[override]
+        grad, d_gamma = ctx.grad, ctx.d_gamma
+        ctx.grad = ctx.d_gamma = None
+        if grad is None:  # backward again through a retained graph
+            _, grad, d_gamma = ctx.kernel(*ctx.arguments)
+        if grad_loss.device.type != "cpu" or float(grad_loss) != 1.0:
+            grad = grad.mul_(grad_loss.to(grad.dtype))
+        grad_gamma = d_gamma * grad_loss if ctx.wants_gamma else None
+        return grad.view(ctx.shape).to(ctx.dtype), None, None, None, None, None, None, grad_gamma
+
+
+def reduced_gap_loss(
+    logits: torch.Tensor,
+    safe_target: torch.Tensor,
+    element_weight: torch.Tensor,
+    heads: tuple[GapHead, ...],
+    head_loss: HeadLoss,
+    dtype: torch.dtype,
+    reduction: Reduction,
+    gamma: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
+    """:func:`gap_loss` reduced like ``F.cross_entropy`` (``"mean"``: by ``Σ w_i``).
+
+    A mean or a sum on the compiled path is computed in one pass with its gradient
+    (:class:`_OnePassGapLoss`); everything else is the per-element loss, then reduced.
+    """
+    one_pass = (
+        reduction != "none"
+        and logits.numel() > 0
+        and not torch.compiler.is_compiling()
+        and wants_compiled(logits)
+    )
+    if one_pass:
+        if reduction == "mean":
+            total = element_weight.sum().to(dtype)
+            scale = 1.0 / total.clamp_min(torch.finfo(dtype).tiny)
+        else:
+            scale = torch.ones((), dtype=dtype, device=logits.device)
+        try:
+            return _OnePassGapLoss.apply(
+                logits, safe_target, element_weight, scale, heads, head_loss, dtype, gamma
+            )
+        except Exception as error:
+            if get_compile_mode() == "always":
+                raise
+            mark_broken(error)
+    loss = gap_loss(logits, safe_target, element_weight, heads, head_loss, dtype, gamma)
+    return finish_multiclass(loss, element_weight, reduction)
 
 
 def target_gap(

@@ -9,7 +9,6 @@ from torch_imbalance._checks import check_range
 from torch_imbalance._reduce import (
     class_dim_view,
     element_weights,
-    finish_multiclass,
     mask_multilabel,
     multilabel_sign,
     multilabel_valid,
@@ -23,7 +22,7 @@ from torch_imbalance.functional._common import (
     power_from_log,
     prepare,
 )
-from torch_imbalance.functional._fused import GapHead, gap_loss
+from torch_imbalance.functional._fused import GapHead, reduced_gap_loss
 from torch_imbalance.functional._heads import focal_head
 
 
@@ -140,8 +139,9 @@ def focal_loss(
             )
         safe_target, valid = split_ignored(target, ignore_index)
         weights = element_weights(safe_target, valid, weight, dtype)
-        loss = gap_loss(input, safe_target, weights, (GapHead(),), focal_head, dtype, gamma)
-        return finish_multiclass(loss, weights, reduction)
+        return reduced_gap_loss(
+            input, safe_target, weights, (GapHead(),), focal_head, dtype, reduction, gamma
+        )
     check_alpha(alpha, input.shape[1])
     return multilabel_chunk_loss(
         _multilabel_focal_chunk,

@@ -9,7 +9,6 @@ from torch_imbalance._checks import check_class_counts_match, check_range
 from torch_imbalance._reduce import (
     class_dim_view,
     element_weights,
-    finish_multiclass,
     mask_multilabel,
     multilabel_sign,
     multilabel_valid,
@@ -17,7 +16,7 @@ from torch_imbalance._reduce import (
 )
 from torch_imbalance._types import CountsLike, Reduction, Task
 from torch_imbalance.functional._common import multilabel_chunk_loss, prepare
-from torch_imbalance.functional._fused import GapHead, gap_loss
+from torch_imbalance.functional._fused import GapHead, reduced_gap_loss
 from torch_imbalance.functional._heads import cross_entropy_head
 from torch_imbalance.weights import ldam_margins
 
@@ -126,8 +125,9 @@ def ldam_loss(
         safe_target, valid = split_ignored(target, ignore_index)
         weights = element_weights(safe_target, valid, weight, dtype)
         heads = (ldam_head(margins, scale),)
-        loss = gap_loss(input, safe_target, weights, heads, cross_entropy_head, dtype)
-        return finish_multiclass(loss, weights, reduction)
+        return reduced_gap_loss(
+            input, safe_target, weights, heads, cross_entropy_head, dtype, reduction
+        )
     return multilabel_chunk_loss(
         _multilabel_ldam_chunk,
         input,

@@ -10,7 +10,6 @@ import torch
 from torch_imbalance._checks import check_range
 from torch_imbalance._reduce import (
     element_weights,
-    finish_multiclass,
     mask_multilabel,
     multilabel_sign,
     multilabel_valid,
@@ -26,7 +25,7 @@ from torch_imbalance.functional._common import (
     prepare,
     softplus,
 )
-from torch_imbalance.functional._fused import GapHead, gap_loss, target_gap
+from torch_imbalance.functional._fused import GapHead, reduced_gap_loss, target_gap
 from torch_imbalance.functional._heads import lmf_head
 from torch_imbalance.functional.focal import multilabel_focal_terms
 from torch_imbalance.functional.ldam import ldam_head, multilabel_ldam_terms, resolve_margins
@@ -168,8 +167,7 @@ def lmf_loss(
     if variant == "paper":
         weights = element_weights(safe_target, valid, weight, dtype)
         head = functools.partial(lmf_head, ldam_weight=ldam_weight, focal_weight=focal_weight)
-        loss = gap_loss(input, safe_target, weights, heads, head, dtype, gamma)
-        return finish_multiclass(loss, weights, reduction)
+        return reduced_gap_loss(input, safe_target, weights, heads, head, dtype, reduction, gamma)
     ldam_gap, focal_gap = target_gap(input, safe_target, heads, dtype)
     ldam_terms = softplus(ldam_gap)
     cross_entropy = softplus(focal_gap)

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 
 from torch_imbalance._checks import as_class_counts, check_class_counts_match, check_range
-from torch_imbalance._reduce import element_weights, finish_multiclass, split_ignored
+from torch_imbalance._reduce import element_weights, split_ignored
 from torch_imbalance._types import CountsLike, Reduction
 from torch_imbalance.functional._common import prepare_multiclass
-from torch_imbalance.functional._fused import GapHead, gap_loss
+from torch_imbalance.functional._fused import GapHead, reduced_gap_loss
 from torch_imbalance.functional._heads import cross_entropy_head, poly1_head
 
 
@@ -49,8 +49,9 @@ def offset_cross_entropy(
     safe_target, valid = split_ignored(target, ignore_index)
     weights = element_weights(safe_target, valid, weight, dtype)
     heads = (GapHead(offset=offset.to(device=input.device, dtype=dtype)),)
-    loss = gap_loss(input, safe_target, weights, heads, cross_entropy_head, dtype)
-    return finish_multiclass(loss, weights, reduction)
+    return reduced_gap_loss(
+        input, safe_target, weights, heads, cross_entropy_head, dtype, reduction
+    )
 
 
 def balanced_softmax_loss(
@@ -180,5 +181,4 @@ def poly1_loss(
     safe_target, valid = split_ignored(target, ignore_index)
     weights = element_weights(safe_target, valid, weight, dtype)
     head = functools.partial(poly1_head, epsilon=epsilon)  # softplus(u) + ε σ(u)
-    loss = gap_loss(input, safe_target, weights, (GapHead(),), head, dtype)
-    return finish_multiclass(loss, weights, reduction)
+    return reduced_gap_loss(input, safe_target, weights, (GapHead(),), head, dtype, reduction)
