@@ -92,14 +92,14 @@ def build_cases(
         "F.cross_entropy": ("reference", lambda x: F.cross_entropy(x, t, ignore_index=IGNORE)),
     }
     for name in ti.available_losses():
-        extra = {"total_epochs": epochs} if name == "ldam_drw" else {}
+        extra = {"total_epochs": epochs} if name.endswith("_drw") else {}
         loss = ti.build_loss(name, counts, **extra).to(z.device)
         if hasattr(loss, "set_epoch"):
             loss.set_epoch(epochs - 1)
         cases[f"ours: {name}"] = ("ours", lambda x, loss=loss: loss(x, t))
     # The same losses on the chunked eager kernels, to show what compiling buys.
     for name in EAGER_ROWS:
-        extra = {"total_epochs": epochs} if name == "ldam_drw" else {}
+        extra = {"total_epochs": epochs} if name.endswith("_drw") else {}
         loss = ti.build_loss(name, counts, **extra).to(z.device)
         cases[f"ours (eager): {name}"] = ("ours", lambda x, loss=loss: eager(loss, x, t))
     margins = ti.ldam_margins(counts).to(z.device)

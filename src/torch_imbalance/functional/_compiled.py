@@ -150,15 +150,25 @@ def one_pass_kernel(
     floor: float,
     gamma: float | None,
     wants_gamma: bool,
+    ignore_index: int,
+    mean: bool,
 ) -> Callable[..., Any]:
-    """Compiled ``(logits, target, w, offsets, shifts, γ, scale) -> (reduced loss, gradient,
-    ∂/∂γ)`` for one configuration (cached): the forward and the closed-form gradient of
-    :func:`_gap_forward` / :func:`_gap_backward` fused into one pass over the logits."""
+    """Compiled ``(logits, raw target, class weight, offsets, shifts, γ) -> (reduced loss,
+    gradient, ∂/∂γ)`` for one configuration (cached): the ignore mask, the class weights, the
+    mean's denominator, the forward and the closed-form gradient of :func:`_gap_forward` /
+    :func:`_gap_backward`, fused so that each logit is read once and its gradient written once."""
     spec = _Spec(scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma)
-    key = ("one-pass", _head_key(head_loss), spec)
+    key = ("one-pass", _head_key(head_loss), spec, ignore_index, mean)
     if key not in _kernels:
         number = len(_kernels)
-        kernel = _specialise(_gap_forward_with_gradient, number, spec=spec, head_loss=head_loss)
+        kernel = _specialise(
+            _gap_forward_with_gradient,
+            number,
+            spec=spec,
+            head_loss=head_loss,
+            ignore_index=ignore_index,
+            mean=mean,
+        )
         _kernels[key] = (torch.compile(kernel), kernel)
     return _kernels[key][0]
 
@@ -283,20 +293,32 @@ def _gap_backward(
 def _gap_forward_with_gradient(
     logits: torch.Tensor,
     target: torch.Tensor,
-    element_weight: torch.Tensor,
+    class_weight: torch.Tensor | None,
     offsets: list[torch.Tensor | None],
     shifts: list[torch.Tensor | None],
     gamma: torch.Tensor,
-    scale: torch.Tensor,
     *,
     spec: _Spec,
     head_loss: Callable[..., Any],
+    ignore_index: int,
+    mean: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """``scale · Σ_i w_i ℓ_i``, its gradient with respect to the logits and (when asked for)
-    to γ: the same two functions as the two-pass kernels, which the compiler fuses into one
-    loop that reads each logit once and writes its gradient once."""
+    """The reduced loss (``F.cross_entropy``'s convention: a mean divides by ``Σ w_i`` over
+    the labelled elements), its gradient with respect to the logits and (when asked for) to γ,
+    from the raw targets: the same two functions as the two-pass kernels, which the compiler
+    fuses with the masking and weighting into one loop over the logits."""
+    valid = target != ignore_index
+    safe = torch.where(valid, target, 0)
+    if class_weight is None:
+        weight = valid.to(spec.dtype)
+    else:
+        weight = torch.where(valid, class_weight[safe], 0.0)
+    if mean:
+        scale = 1.0 / weight.sum().clamp_min(torch.finfo(spec.dtype).tiny)
+    else:
+        scale = torch.ones((), dtype=spec.dtype, device=logits.device)
     loss, lses, slopes, d_gamma = _gap_forward(
-        logits, target, element_weight, offsets, shifts, gamma, spec=spec, head_loss=head_loss
+        logits, safe, weight, offsets, shifts, gamma, spec=spec, head_loss=head_loss
     )
-    grad = _gap_backward(logits, target, lses, slopes, scale, offsets, spec=spec)
+    grad = _gap_backward(logits, safe, lses, slopes, scale, offsets, spec=spec)
     return loss.sum() * scale, grad, None if d_gamma is None else d_gamma.sum() * scale

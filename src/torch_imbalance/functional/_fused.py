@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-from torch_imbalance._reduce import finish_multiclass
+from torch_imbalance._reduce import element_weights, finish_multiclass, split_ignored
 from torch_imbalance._types import Reduction
 from torch_imbalance.functional._compiled import (
     compile_broken,
@@ -358,16 +358,18 @@ def gap_loss(
 
 class _OnePassGapLoss(torch.autograd.Function):
     """A reduced target-gap loss whose gradient is computed in the forward, in the same
-    compiled loop that reads the logits; the backward only scales it by the incoming gradient
-    (not at all when that is 1, as for ``loss.backward()``)."""
+    compiled loop that reads the logits (and masks and weights the targets); the backward only
+    scales it by the incoming gradient (not at all when that is 1, as for
+    ``loss.backward()``)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx,
         logits: torch.Tensor,
         target: torch.Tensor,
-        element_weight: torch.Tensor,
-        scale: torch.Tensor,
+        class_weight: torch.Tensor | None,
+        ignore_index: int,
+        mean: bool,
         heads: tuple[GapHead, ...],
         head_loss: HeadLoss,
         dtype: torch.dtype,
@@ -383,6 +385,8 @@ class _OnePassGapLoss(torch.autograd.Function):
             exp_floor(dtype),
             None if isinstance(gamma, torch.Tensor) else float(gamma),
             wants_gamma,
+            int(ignore_index),
+            mean,
         )
         gamma_tensor = torch.as_tensor(
             gamma.detach() if isinstance(gamma, torch.Tensor) else gamma,
@@ -390,15 +394,10 @@ class _OnePassGapLoss(torch.autograd.Function):
             device=logits.device,
         )
         offsets, shifts = _head_tensors(heads, dtype, logits.device)
-        arguments = (
-            _as_3d(logits),
-            _as_2d(target),
-            _as_2d(element_weight),
-            offsets,
-            shifts,
-            gamma_tensor,
-            scale.to(dtype),
+        weight = (
+            None if class_weight is None else class_weight.to(device=logits.device, dtype=dtype)
         )
+        arguments = (_as_3d(logits), _as_2d(target), weight, offsets, shifts, gamma_tensor)
         loss, grad, d_gamma = kernel(*arguments)
         # Kept on ctx (not saved tensors): the first backward hands the buffer on as the
         # logits' gradient; a second backward through the same graph recomputes it.
@@ -418,23 +417,27 @@ class _OnePassGapLoss(torch.autograd.Function):
         if grad_loss.device.type != "cpu" or float(grad_loss) != 1.0:
             grad = grad.mul_(grad_loss.to(grad.dtype))
         grad_gamma = d_gamma * grad_loss if ctx.wants_gamma else None
-        return grad.view(ctx.shape).to(ctx.dtype), None, None, None, None, None, None, grad_gamma
+        grad = grad.view(ctx.shape).to(ctx.dtype)
+        return grad, None, None, None, None, None, None, None, grad_gamma
 
 
 def reduced_gap_loss(
     logits: torch.Tensor,
-    safe_target: torch.Tensor,
-    element_weight: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
     heads: tuple[GapHead, ...],
     head_loss: HeadLoss,
     dtype: torch.dtype,
     reduction: Reduction,
     gamma: torch.Tensor | float = 0.0,
 ) -> torch.Tensor:
-    """:func:`gap_loss` reduced like ``F.cross_entropy`` (``"mean"``: by ``Σ w_i``).
+    """A target-gap loss from raw targets, weighted by ``weight[t_i]``, ``ignore_index``
+    left out, reduced like ``F.cross_entropy`` (``"mean"``: by ``Σ w_i``).
 
     A mean or a sum on the compiled path is computed in one pass with its gradient
-    (:class:`_OnePassGapLoss`); everything else is the per-element loss, then reduced.
+    (:class:`_OnePassGapLoss`); everything else is the per-element loss of :func:`gap_loss`,
+    then reduced.
     """
     one_pass = (
         reduction != "none"
@@ -443,19 +446,24 @@ def reduced_gap_loss(
         and wants_compiled(logits)
     )
     if one_pass:
-        if reduction == "mean":
-            total = element_weight.sum().to(dtype)
-            scale = 1.0 / total.clamp_min(torch.finfo(dtype).tiny)
-        else:
-            scale = torch.ones((), dtype=dtype, device=logits.device)
         try:
             return _OnePassGapLoss.apply(
-                logits, safe_target, element_weight, scale, heads, head_loss, dtype, gamma
+                logits,
+                target,
+                weight,
+                ignore_index,
+                reduction == "mean",
+                heads,
+                head_loss,
+                dtype,
+                gamma,
             )
         except Exception as error:
             if get_compile_mode() == "always":
                 raise
             mark_broken(error)
+    safe_target, valid = split_ignored(target, ignore_index)
+    element_weight = element_weights(safe_target, valid, weight, dtype)
     loss = gap_loss(logits, safe_target, element_weight, heads, head_loss, dtype, gamma)
     return finish_multiclass(loss, element_weight, reduction)
 

@@ -8,11 +8,9 @@ import torch.nn.functional as F
 from torch_imbalance._checks import check_range
 from torch_imbalance._reduce import (
     class_dim_view,
-    element_weights,
     mask_multilabel,
     multilabel_sign,
     multilabel_valid,
-    split_ignored,
 )
 from torch_imbalance._types import Reduction, Task
 from torch_imbalance.functional._common import (
@@ -137,10 +135,8 @@ def focal_loss(
             raise ValueError(
                 "alpha applies to task='multilabel'; for multiclass use weight=(C,) class weights"
             )
-        safe_target, valid = split_ignored(target, ignore_index)
-        weights = element_weights(safe_target, valid, weight, dtype)
         return reduced_gap_loss(
-            input, safe_target, weights, (GapHead(),), focal_head, dtype, reduction, gamma
+            input, target, weight, ignore_index, (GapHead(),), focal_head, dtype, reduction, gamma
         )
     check_alpha(alpha, input.shape[1])
     return multilabel_chunk_loss(

@@ -8,11 +8,9 @@ import torch.nn.functional as F
 from torch_imbalance._checks import check_class_counts_match, check_range
 from torch_imbalance._reduce import (
     class_dim_view,
-    element_weights,
     mask_multilabel,
     multilabel_sign,
     multilabel_valid,
-    split_ignored,
 )
 from torch_imbalance._types import CountsLike, Reduction, Task
 from torch_imbalance.functional._common import multilabel_chunk_loss, prepare
@@ -122,11 +120,9 @@ def ldam_loss(
     dtype, target = prepare(task, input, target, weight, ignore_index, reduction, validate)
     margins = resolve_margins(class_counts, margins, max_margin, input, dtype)
     if task == "multiclass":
-        safe_target, valid = split_ignored(target, ignore_index)
-        weights = element_weights(safe_target, valid, weight, dtype)
         heads = (ldam_head(margins, scale),)
         return reduced_gap_loss(
-            input, safe_target, weights, heads, cross_entropy_head, dtype, reduction
+            input, target, weight, ignore_index, heads, cross_entropy_head, dtype, reduction
         )
     return multilabel_chunk_loss(
         _multilabel_ldam_chunk,

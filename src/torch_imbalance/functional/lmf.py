@@ -9,7 +9,6 @@ import torch
 
 from torch_imbalance._checks import check_range
 from torch_imbalance._reduce import (
-    element_weights,
     mask_multilabel,
     multilabel_sign,
     multilabel_valid,
@@ -160,14 +159,15 @@ def lmf_loss(
         raise ValueError(
             "variant='official' weights both terms by the LDAM margins; weight must be None"
         )
-    safe_target, valid = split_ignored(target, ignore_index)
     # One pass over the logits for both terms: LDAM sees s·(z − Δ_t e_t), focal sees s_f·z (last,
     # so the kernel can work on its chunk in place).
     heads = (ldam_head(margins, scale), GapHead(scale=float(focal_scale)))
     if variant == "paper":
-        weights = element_weights(safe_target, valid, weight, dtype)
         head = functools.partial(lmf_head, ldam_weight=ldam_weight, focal_weight=focal_weight)
-        return reduced_gap_loss(input, safe_target, weights, heads, head, dtype, reduction, gamma)
+        return reduced_gap_loss(
+            input, target, weight, ignore_index, heads, head, dtype, reduction, gamma
+        )
+    safe_target, valid = split_ignored(target, ignore_index)
     ldam_gap, focal_gap = target_gap(input, safe_target, heads, dtype)
     ldam_terms = softplus(ldam_gap)
     cross_entropy = softplus(focal_gap)

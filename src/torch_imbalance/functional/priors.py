@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from torch_imbalance._checks import as_class_counts, check_class_counts_match, check_range
-from torch_imbalance._reduce import element_weights, split_ignored
 from torch_imbalance._types import CountsLike, Reduction
 from torch_imbalance.functional._common import prepare_multiclass
 from torch_imbalance.functional._fused import GapHead, reduced_gap_loss
@@ -46,11 +45,9 @@ def offset_cross_entropy(
     """``CE(z + offset, t)`` with a per-class offset ``(C,)``: the core of the prior losses."""
     dtype, target = prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
     check_class_counts_match(offset, input, "class_counts")
-    safe_target, valid = split_ignored(target, ignore_index)
-    weights = element_weights(safe_target, valid, weight, dtype)
     heads = (GapHead(offset=offset.to(device=input.device, dtype=dtype)),)
     return reduced_gap_loss(
-        input, safe_target, weights, heads, cross_entropy_head, dtype, reduction
+        input, target, weight, ignore_index, heads, cross_entropy_head, dtype, reduction
     )
 
 
@@ -178,7 +175,7 @@ def poly1_loss(
     """
     check_range("epsilon", epsilon, -1.0)
     dtype, target = prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
-    safe_target, valid = split_ignored(target, ignore_index)
-    weights = element_weights(safe_target, valid, weight, dtype)
     head = functools.partial(poly1_head, epsilon=epsilon)  # softplus(u) + ε σ(u)
-    return reduced_gap_loss(input, safe_target, weights, (GapHead(),), head, dtype, reduction)
+    return reduced_gap_loss(
+        input, target, weight, ignore_index, (GapHead(),), head, dtype, reduction
+    )
