@@ -14,6 +14,8 @@ from torch_imbalance.functional import _compiled
 
 # The multi-class target-gap losses: those the compiled kernels serve.
 GAP_CASES = [c for c in CASES if "multiclass" in c.tasks and not c.name.startswith("dual_focal")]
+# Every reduced multi-class loss with a one-pass kernel: the gap losses and Dual Focal.
+ONE_PASS_CASES = [c for c in CASES if "multiclass" in c.tasks]
 
 
 @pytest.fixture
@@ -110,7 +112,7 @@ def test_compile_mode_is_validated(mode, monkeypatch):
         ti.get_compile_mode()
 
 
-@pytest.mark.parametrize("case", GAP_CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", ONE_PASS_CASES, ids=lambda c: c.name)
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_one_pass_reduced_kernel_matches_reference_and_eager(mode, case, reduction):
     """A mean or sum on the compiled path computes its gradient in the forward (one pass):
@@ -136,6 +138,46 @@ def test_one_pass_reduced_kernel_matches_reference_and_eager(mode, case, reducti
             assert one_pass == 0
         else:
             assert one_pass == (2 if value == "always" else 0), runs
+
+
+@pytest.mark.parametrize("gamma_value", [0.4, 1.7])
+@pytest.mark.parametrize("rho", [1.0, 1.5])
+def test_one_pass_dual_focal_learnable_gamma_and_saturation(mode, gamma_value, rho):
+    """Dual Focal's one-pass kernel: γ below and above 1 (two forms of the focal gradient),
+    ρ = 1 and ρ > 1 and a learnable γ's gradient against the float64 reference; saturated
+    logits (confidently right and wrong, where the naive reference overflows) against the
+    eager kernel, whose exactness there is tested in test_numerics."""
+    import reference as ref
+
+    settings = {"rho": rho, "beta": 0.8, "alpha": 1.2}
+    z, t = make_batch("multiclass", (4, 5, 6, 7), 0.1)
+    saturated = z.clone()
+    saturated[0, :, 0, 0] = torch.tensor([60.0, -60.0, 0.0, 1.0, 2.0], dtype=torch.float64)
+    saturated[1, :, 0, 0] = torch.tensor([-50.0, 50.0, 49.0, 0.0, 0.0], dtype=torch.float64)
+
+    def run(logits, use_reference=False):
+        gamma = torch.tensor(gamma_value, dtype=torch.float64, requires_grad=True)
+        x = logits.clone().requires_grad_()
+        if use_reference:
+            loss = ref.dual_focal(x, t, gamma=gamma, **settings)
+        else:
+            loss = ti.functional.dual_focal_loss(x, t, gamma=gamma, **settings)
+        loss.backward()
+        return loss.detach(), x.grad, gamma.grad
+
+    expected = run(z, use_reference=True)
+    mode("never")
+    eager = run(saturated)
+    mode("always")
+    _compiled.kernel_runs(reset=True)
+    got = run(z)
+    got_saturated = run(saturated)
+    assert _compiled.kernel_runs().get("compiled-one-pass", 0) == 2
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+    for a, b in zip(got_saturated, eager, strict=True):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
 
 
 def test_one_pass_kernel_backward_twice_and_learnable_gamma(mode):

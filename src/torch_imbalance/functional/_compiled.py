@@ -17,6 +17,7 @@ eager kernels are used from then on. Both paths compute the same function, to ro
 from __future__ import annotations
 
 import functools
+import math
 import os
 import types
 import warnings
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 
 CompileMode = Literal["auto", "always", "never"]
 
@@ -322,3 +324,156 @@ def _gap_forward_with_gradient(
     )
     grad = _gap_backward(logits, safe, lses, slopes, scale, offsets, spec=spec)
     return loss.sum() * scale, grad, None if d_gamma is None else d_gamma.sum() * scale
+
+
+# ----------------------------------------------------------------------------- Dual Focal
+def dual_focal_kernel(
+    alpha: float,
+    beta: float,
+    rho: float,
+    gamma: float | None,
+    wants_gamma: bool,
+    dtype: torch.dtype,
+    ignore_index: int,
+    mean: bool,
+) -> Callable[..., Any]:
+    """Compiled ``(logits, raw target, class weight, γ) -> (reduced loss, gradient, ∂/∂γ)`` of
+    the multi-class Dual Focal loss for one configuration (cached); the formulas are those of
+    ``_dual_focal_fused`` (its docstring derives them), written over the whole tensor."""
+    key = ("dual-focal", alpha, beta, rho, gamma, wants_gamma, dtype, ignore_index, mean)
+    if key not in _kernels:
+        number = len(_kernels)
+        kernel = _specialise(
+            _dual_focal_forward_with_gradient,
+            number,
+            alpha=alpha,
+            beta=beta,
+            rho=rho,
+            fixed_gamma=gamma,
+            wants_gamma=wants_gamma,
+            dtype=dtype,
+            ignore_index=ignore_index,
+            mean=mean,
+        )
+        _kernels[key] = (torch.compile(kernel), kernel)
+    return _kernels[key][0]
+
+
+def _dual_focal_forward_with_gradient(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    class_weight: torch.Tensor | None,
+    gamma: torch.Tensor,
+    *,
+    alpha: float,
+    beta: float,
+    rho: float,
+    fixed_gamma: float | None,
+    wants_gamma: bool,
+    dtype: torch.dtype,
+    ignore_index: int,
+    mean: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Per element, ``t`` the target and ``j*`` the arg-max of the other classes (the only one
+    whose probability can exceed 1/2); every quantity in log space as in the eager kernel."""
+    floor = -87.0 if dtype == torch.float32 else -708.0
+    z = logits.to(dtype)
+    classes = z.shape[1]
+    valid = target != ignore_index
+    safe = torch.where(valid, target, 0)
+    if class_weight is None:
+        weight = valid.to(dtype)
+    else:
+        weight = torch.where(valid, class_weight[safe], 0.0)
+    if mean:
+        scale = 1.0 / weight.sum().clamp_min(torch.finfo(dtype).tiny)
+    else:
+        scale = torch.ones((), dtype=dtype, device=z.device)
+    g = (weight * scale).unsqueeze(1)
+    c_index = torch.arange(classes, device=z.device).view(1, -1, 1)
+    is_t = c_index == safe.unsqueeze(1)
+    pick = _picker(classes, is_t, safe.unsqueeze(1))
+    z_t = pick(z).unsqueeze(1)
+    others = z.masked_fill(is_t, float("-inf"))
+    top, j_star = others.max(1, keepdim=True)
+    is_star = c_index == j_star
+    lse_others = top + (others - top).exp().sum(1, keepdim=True).log()
+    lse = torch.logaddexp(lse_others, z_t)
+    gap = lse_others - z_t  # u: CE = softplus(u), 1 − p_t = σ(u)
+    # log(1 − p_{j*}) from the classes other than j*, re-centred on their own maximum.
+    rest = others.masked_fill(is_star, float("-inf"))
+    rest_top = rest.amax(1, keepdim=True)
+    rest_top = torch.where(torch.isfinite(rest_top), rest_top, 0.0)
+    rest_lse = rest_top + (rest - rest_top).exp().sum(1, keepdim=True).log()
+    log1m_p_star = torch.logaddexp(z_t, rest_lse) - lse
+    log_p = z - lse
+    log_p_star = top - lse
+    p_star = log_p_star.exp()
+    outside = ~(is_t | is_star)  # the classes c ∉ {t, j*}
+    p = torch.where(outside, log_p.exp(), 0.0)
+    value = F.softplus(gap)
+    ratio_sum = torch.zeros_like(gap)
+    log_rho_star = log1m_p_star
+    if beta != 0:
+        if rho == 1.0:
+            log_false = torch.log1p(-p).sum(1, keepdim=True) + log1m_p_star
+        else:
+            log_rho_star = torch.logaddexp(log1m_p_star, torch.full_like(gap, math.log(rho - 1)))
+            log_false = (torch.log(rho - p).sum(1, keepdim=True) - 2 * math.log(rho)) + log_rho_star
+        value = value - beta * log_false
+        ratio_sum = (p / (rho - p)).sum(1, keepdim=True)
+    use_alpha = alpha != 0 and fixed_gamma != 0.0
+    g_gamma = gamma if fixed_gamma is None else fixed_gamma
+    log_sig = F.logsigmoid(gap)
+    power = power_sum = power_star = sig_gamma = None
+    if alpha != 0 and fixed_gamma == 0.0:
+        value = value + alpha * classes
+    elif alpha != 0:
+        power = torch.where(outside, (log_p * g_gamma).exp(), 0.0)
+        power_star = torch.exp(g_gamma * log_p_star)
+        power_sum = power.sum(1, keepdim=True) + power_star
+        sig_gamma = torch.exp(g_gamma * log_sig)
+        value = value + alpha * (sig_gamma + power_sum)
+    # The gradient, per class c ∉ {t, j*}: G = w_c·(k_p (1 − p*) + k_w) + αγ p_c^γ + β r_c.
+    w = torch.where(outside, (log_p - log1m_p_star).clamp_min(floor).exp(), 0.0)
+    one_m_p_star = log1m_p_star.exp()
+    p_t = torch.sigmoid(-gap)
+    log_p_t = F.logsigmoid(-gap)
+    sig = log_sig.exp()
+    k_p = torch.ones_like(gap)
+    k_w = torch.zeros_like(gap)
+    grad = torch.zeros_like(z)
+    at_target = -sig
+    at_star = p_star
+    if beta != 0:
+        grad = grad + beta * (p / (rho - p))
+        k_p = k_p - beta * ratio_sum
+        star_coef = p_star * (log1m_p_star - log_rho_star).exp()
+        k_w = k_w - beta * star_coef
+        at_target = at_target - beta * (p_t * ratio_sum + p_star * (log_p_t - log_rho_star).exp())
+        at_star = at_star - beta * (p_star * ratio_sum - star_coef)
+    if use_alpha:
+        assert power is not None and power_sum is not None and power_star is not None
+        grad = grad + (g_gamma * alpha) * power
+        k_p = k_p - alpha * g_gamma * power_sum
+        # σ(u)^γ p_t q_c: for γ ≥ 1 a per-element factor σ(u)^{γ−1} ≤ 1 on w_c (1 − p*) = p_c;
+        # for γ < 1 its own bounded exp per class.
+        focal_scale = (g_gamma - 1) * log_sig
+        focal_extra = torch.where(outside, (log_p + focal_scale).clamp_min(floor).exp(), 0.0)
+        grad = grad + (alpha * g_gamma) * p_t * focal_extra
+        at_target = at_target - alpha * g_gamma * (p_t * power_sum + sig_gamma * p_t)
+        star_focal = p_t * torch.exp(log_p_star + focal_scale)
+        at_star = at_star + alpha * g_gamma * (power_star - p_star * power_sum + star_focal)
+    grad = grad + w * (k_p * one_m_p_star + k_w)
+    grad = torch.where(is_t, at_target, torch.where(is_star, at_star, grad)) * g
+    d_gamma = None
+    if wants_gamma:
+        if use_alpha:
+            assert power is not None and sig_gamma is not None and power_star is not None
+            log_power = torch.where(outside, power * log_p, 0.0).sum(1, keepdim=True)
+            per_element = sig_gamma * log_sig + log_power + power_star * log_p_star
+            d_gamma = (alpha * per_element * g).sum()
+        else:
+            d_gamma = torch.zeros((), dtype=dtype, device=z.device)
+    loss = (value.squeeze(1) * weight).sum() * scale
+    return loss, grad.to(logits.dtype), d_gamma

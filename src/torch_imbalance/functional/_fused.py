@@ -356,53 +356,35 @@ def gap_loss(
     return _GapLoss.apply(logits, safe_target, element_weight, heads, head_loss, dtype, gamma)
 
 
-class _OnePassGapLoss(torch.autograd.Function):
-    """A reduced target-gap loss whose gradient is computed in the forward, in the same
-    compiled loop that reads the logits (and masks and weights the targets); the backward only
-    scales it by the incoming gradient (not at all when that is 1, as for
-    ``loss.backward()``)."""
+class _OnePassLoss(torch.autograd.Function):
+    """A reduced loss whose gradient is computed in the forward, in the same compiled loop that
+    reads the logits (and masks and weights the targets); the backward only scales it by the
+    incoming gradient (not at all when that is 1, as for ``loss.backward()``).
+
+    ``kernel(logits (N, C, S), *arguments, γ) -> (loss, gradient, ∂loss/∂γ or None)``.
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx,
         logits: torch.Tensor,
-        target: torch.Tensor,
-        class_weight: torch.Tensor | None,
-        ignore_index: int,
-        mean: bool,
-        heads: tuple[GapHead, ...],
-        head_loss: HeadLoss,
-        dtype: torch.dtype,
         gamma: torch.Tensor | float,
+        kernel: Callable[..., Any],
+        arguments: tuple[Any, ...],
+        dtype: torch.dtype,
     ) -> torch.Tensor:
-        wants_gamma = isinstance(gamma, torch.Tensor) and gamma.requires_grad
-        kernel = one_pass_kernel(
-            head_loss,
-            tuple(float(head.scale) for head in heads),
-            tuple(head.offset is not None for head in heads),
-            tuple(head.shift is not None for head in heads),
-            dtype,
-            exp_floor(dtype),
-            None if isinstance(gamma, torch.Tensor) else float(gamma),
-            wants_gamma,
-            int(ignore_index),
-            mean,
-        )
         gamma_tensor = torch.as_tensor(
             gamma.detach() if isinstance(gamma, torch.Tensor) else gamma,
             dtype=dtype,
             device=logits.device,
         )
-        offsets, shifts = _head_tensors(heads, dtype, logits.device)
-        weight = (
-            None if class_weight is None else class_weight.to(device=logits.device, dtype=dtype)
-        )
-        arguments = (_as_3d(logits), _as_2d(target), weight, offsets, shifts, gamma_tensor)
-        loss, grad, d_gamma = kernel(*arguments)
+        inputs = (_as_3d(logits), *arguments, gamma_tensor)
+        loss, grad, d_gamma = kernel(*inputs)
         # Kept on ctx (not saved tensors): the first backward hands the buffer on as the
         # logits' gradient; a second backward through the same graph recomputes it.
-        ctx.kernel, ctx.arguments = kernel, arguments
-        ctx.grad, ctx.d_gamma, ctx.wants_gamma = grad, d_gamma, wants_gamma
+        ctx.kernel, ctx.inputs = kernel, inputs
+        ctx.grad, ctx.d_gamma = grad, d_gamma
+        ctx.wants_gamma = isinstance(gamma, torch.Tensor) and gamma.requires_grad
         ctx.shape, ctx.dtype = logits.shape, logits.dtype
         record_run("compiled-one-pass")
         return loss
@@ -413,12 +395,43 @@ class _OnePassGapLoss(torch.autograd.Function):
         grad, d_gamma = ctx.grad, ctx.d_gamma
         ctx.grad = ctx.d_gamma = None
         if grad is None:  # backward again through a retained graph
-            _, grad, d_gamma = ctx.kernel(*ctx.arguments)
+            _, grad, d_gamma = ctx.kernel(*ctx.inputs)
         if grad_loss.device.type != "cpu" or float(grad_loss) != 1.0:
             grad = grad.mul_(grad_loss.to(grad.dtype))
         grad_gamma = d_gamma * grad_loss if ctx.wants_gamma else None
-        grad = grad.view(ctx.shape).to(ctx.dtype)
-        return grad, None, None, None, None, None, None, None, grad_gamma
+        return grad.view(ctx.shape).to(ctx.dtype), grad_gamma, None, None, None
+
+
+def one_pass_wanted(logits: torch.Tensor, reduction: Reduction) -> bool:
+    """Whether a reduced loss runs on a compiled one-pass kernel."""
+    return (
+        reduction != "none"
+        and logits.numel() > 0
+        and not torch.compiler.is_compiling()
+        and wants_compiled(logits)
+    )
+
+
+def one_pass_loss(
+    logits: torch.Tensor,
+    gamma: torch.Tensor | float,
+    kernel: Callable[..., Any],
+    arguments: tuple[Any, ...],
+    dtype: torch.dtype,
+) -> torch.Tensor | None:
+    """:class:`_OnePassLoss`, or None (after saying so once) when its kernel cannot be built
+    and the compile mode allows the eager kernels."""
+    try:
+        return _OnePassLoss.apply(logits, gamma, kernel, arguments, dtype)
+    except Exception as error:
+        if get_compile_mode() == "always":
+            raise
+        mark_broken(error)
+        return None
+
+
+def class_weight_in(weight: torch.Tensor | None, dtype: torch.dtype, device: torch.device):
+    return None if weight is None else weight.to(device=device, dtype=dtype)
 
 
 def reduced_gap_loss(
@@ -439,29 +452,32 @@ def reduced_gap_loss(
     (:class:`_OnePassGapLoss`); everything else is the per-element loss of :func:`gap_loss`,
     then reduced.
     """
-    one_pass = (
-        reduction != "none"
-        and logits.numel() > 0
-        and not torch.compiler.is_compiling()
-        and wants_compiled(logits)
-    )
-    if one_pass:
+    if one_pass_wanted(logits, reduction):
+        wants_gamma = isinstance(gamma, torch.Tensor) and gamma.requires_grad
         try:
-            return _OnePassGapLoss.apply(
-                logits,
-                target,
-                weight,
-                ignore_index,
-                reduction == "mean",
-                heads,
+            kernel = one_pass_kernel(
                 head_loss,
+                tuple(float(head.scale) for head in heads),
+                tuple(head.offset is not None for head in heads),
+                tuple(head.shift is not None for head in heads),
                 dtype,
-                gamma,
+                exp_floor(dtype),
+                None if isinstance(gamma, torch.Tensor) else float(gamma),
+                wants_gamma,
+                int(ignore_index),
+                reduction == "mean",
             )
         except Exception as error:
             if get_compile_mode() == "always":
                 raise
             mark_broken(error)
+        else:
+            offsets, shifts = _head_tensors(heads, dtype, logits.device)
+            weight_in = class_weight_in(weight, dtype, logits.device)
+            arguments = (_as_2d(target), weight_in, offsets, shifts)
+            result = one_pass_loss(logits, gamma, kernel, arguments, dtype)
+            if result is not None:
+                return result
     safe_target, valid = split_ignored(target, ignore_index)
     element_weight = element_weights(safe_target, valid, weight, dtype)
     loss = gap_loss(logits, safe_target, element_weight, heads, head_loss, dtype, gamma)

@@ -25,9 +25,16 @@ from torch_imbalance.functional._common import (
     power_from_log,
     prepare,
 )
+from torch_imbalance.functional._compiled import dual_focal_kernel, get_compile_mode, mark_broken
 from torch_imbalance.functional._dual_focal_fused import (
     dual_focal_terms,
     log_rho_minus_p,
+)
+from torch_imbalance.functional._fused import (
+    _as_2d,
+    class_weight_in,
+    one_pass_loss,
+    one_pass_wanted,
 )
 
 
@@ -148,6 +155,46 @@ def dual_focal_loss(
             weight=weight,
             **settings,
         )
+    if one_pass_wanted(input, reduction):
+        result = _one_pass_dual_focal(
+            input, target, weight, ignore_index, alpha, beta, gamma, rho, dtype, reduction
+        )
+        if result is not None:
+            return result
     safe_target, valid = split_ignored(target, ignore_index)
     loss = dual_focal_terms(input, safe_target, alpha, beta, gamma, rho, dtype)
     return reduce_multiclass(loss, safe_target, valid, weight, reduction)
+
+
+def _one_pass_dual_focal(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    alpha: float,
+    beta: float,
+    gamma: GammaLike,
+    rho: float,
+    dtype: torch.dtype,
+    reduction: Reduction,
+) -> torch.Tensor | None:
+    """The compiled one-pass kernel (loss and gradient in one loop), or None to fall back."""
+    wants_gamma = isinstance(gamma, torch.Tensor) and gamma.requires_grad
+    try:
+        kernel = dual_focal_kernel(
+            float(alpha),
+            float(beta),
+            float(rho),
+            None if isinstance(gamma, torch.Tensor) else float(gamma),
+            wants_gamma,
+            dtype,
+            int(ignore_index),
+            reduction == "mean",
+        )
+    except Exception as error:
+        if get_compile_mode() == "always":
+            raise
+        mark_broken(error)
+        return None
+    arguments = (_as_2d(target), class_weight_in(weight, dtype, input.device))
+    return one_pass_loss(input, gamma, kernel, arguments, dtype)
