@@ -21,6 +21,13 @@ from torch_imbalance._checks import (
 )
 from torch_imbalance._reduce import finish_multilabel
 from torch_imbalance._types import Reduction
+from torch_imbalance.functional._compiled import (
+    get_compile_mode,
+    mark_broken,
+    multilabel_kernel,
+    record_run,
+    wants_compiled,
+)
 from torch_imbalance.functional._fused import chunkwise
 
 GammaLike = float | torch.Tensor
@@ -160,7 +167,48 @@ def multilabel_chunk_loss(
     ``chunk_fn(z, y, *gamma_param, gamma=..., ignore_index=..., **settings)`` returns the weighted,
     masked per-entry loss of a chunk; a tensor γ is passed as a differentiable input.
     """
+    if input.numel() > 0 and not torch.compiler.is_compiling() and wants_compiled(input):
+        result = _compiled_multilabel(
+            chunk_fn, input, target, gamma, reduction, ignore_index, settings
+        )
+        if result is not None:
+            return result
     params = (gamma,) if isinstance(gamma, torch.Tensor) else ()
     fn = functools.partial(chunk_fn, gamma=gamma, ignore_index=ignore_index, **settings)
     loss = chunkwise(fn, input, target, *params)
     return finish_multilabel(loss, target, ignore_index, reduction)
+
+
+def _compiled_multilabel(
+    chunk_fn: Callable[..., torch.Tensor],
+    input: torch.Tensor,
+    target: torch.Tensor,
+    gamma: GammaLike | None,
+    reduction: Reduction,
+    ignore_index: int | None,
+    settings: dict[str, Any],
+) -> torch.Tensor | None:
+    """The whole-tensor compiled form of :func:`multilabel_chunk_loss`, or None to fall back."""
+    learnable = isinstance(gamma, torch.Tensor)
+    tensors = {k: v for k, v in settings.items() if isinstance(v, torch.Tensor)}
+    statics = {k: v for k, v in settings.items() if k not in tensors}
+    if not learnable:
+        statics["gamma"] = None if gamma is None else float(gamma)
+    try:
+        kernel = multilabel_kernel(
+            chunk_fn,
+            tuple(sorted(statics.items(), key=lambda item: item[0])),
+            tuple(tensors),
+            learnable,
+            ignore_index,
+            reduction,
+            finish_multilabel,
+        )
+        loss = kernel(input, target, gamma if learnable else None, *tensors.values())
+    except Exception as error:
+        if get_compile_mode() == "always":
+            raise
+        mark_broken(error)
+        return None
+    record_run("compiled-multilabel")
+    return loss

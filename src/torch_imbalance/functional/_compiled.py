@@ -477,3 +477,55 @@ def _dual_focal_forward_with_gradient(
             d_gamma = torch.zeros((), dtype=dtype, device=z.device)
     loss = (value.squeeze(1) * weight).sum() * scale
     return loss, grad.to(logits.dtype), d_gamma
+
+
+# ---------------------------------------------------------------------------- multi-label
+def multilabel_kernel(
+    chunk_fn: Callable[..., torch.Tensor],
+    statics: tuple[tuple[str, Hashable], ...],
+    tensor_names: tuple[str, ...],
+    learnable_gamma: bool,
+    ignore_index: int | None,
+    reduction: str,
+    finish: Callable[..., torch.Tensor],
+) -> Callable[..., Any]:
+    """A compiled multi-label loss over the whole tensor (cached per configuration): the same
+    per-entry function as the eager chunks, with the reduction; the compiler derives and fuses
+    its backward (element-wise, so one loop each way)."""
+    key = ("multilabel", chunk_fn, statics, tensor_names, learnable_gamma, ignore_index, reduction)
+    if key not in _kernels:
+        number = len(_kernels)
+        kernel = _specialise(
+            _multilabel_loss,
+            number,
+            chunk_fn=chunk_fn,
+            statics=dict(statics),
+            tensor_names=tensor_names,
+            learnable_gamma=learnable_gamma,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            finish=finish,
+        )
+        _kernels[key] = (torch.compile(kernel), kernel)
+    return _kernels[key][0]
+
+
+def _multilabel_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    gamma: torch.Tensor | None,
+    *tensors: torch.Tensor | None,
+    chunk_fn: Callable[..., torch.Tensor],
+    statics: dict[str, Any],
+    tensor_names: tuple[str, ...],
+    learnable_gamma: bool,
+    ignore_index: int | None,
+    reduction: str,
+    finish: Callable[..., torch.Tensor],
+) -> torch.Tensor:
+    settings = {**statics, **dict(zip(tensor_names, tensors, strict=True))}
+    params = (gamma,) if learnable_gamma else ()
+    if learnable_gamma:
+        settings["gamma"] = gamma
+    loss = chunk_fn(logits, target, *params, ignore_index=ignore_index, **settings)
+    return finish(loss, target, ignore_index, reduction)
