@@ -195,6 +195,10 @@ def _compiled_multilabel(
     if not learnable:
         statics["gamma"] = None if gamma is None else float(gamma)
     try:
+        hash(tuple(statics.items()))
+    except TypeError:  # a setting the kernel cache cannot key on: the eager chunks serve it
+        return None
+    try:
         kernel = multilabel_kernel(
             chunk_fn,
             tuple(sorted(statics.items(), key=lambda item: item[0])),
