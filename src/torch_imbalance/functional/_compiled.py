@@ -31,9 +31,12 @@ import torch.nn.functional as F
 
 CompileMode = Literal["auto", "always", "never"]
 
-#: Smallest input (in logits) that ``"auto"`` compiles: below it the eager kernels run a handful
-#: of chunks and compiling would not pay for itself.
-MIN_COMPILED_ELEMENTS = 1 << 20
+#: Smallest input (in logits) that ``"auto"`` compiles. Measured on 2 CPU threads, the compiled
+#: kernels beat the eager chunks at every size (focal 0.53 -> 0.24 ms at (32, 10), 1.90 -> 0.58
+#: ms at (8, 3, 64, 64)); below 64 Ki logits (classification batches) the few-second compile per
+#: configuration and shape is not worth it for a short run, above it (any segmentation batch) it
+#: is.
+MIN_COMPILED_ELEMENTS = 1 << 16
 
 _MODES = ("auto", "always", "never")
 _state: dict[str, Any] = {"mode": os.environ.get("TORCH_IMBALANCE_COMPILE", "auto"), "broken": None}
