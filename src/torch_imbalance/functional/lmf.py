@@ -25,7 +25,7 @@ from torch_imbalance.functional._common import (
     softplus,
 )
 from torch_imbalance.functional._fused import GapHead, reduced_gap_loss, target_gap
-from torch_imbalance.functional._heads import lmf_head
+from torch_imbalance.functional._heads import cross_entropy_head, focal_head, lmf_head
 from torch_imbalance.functional.focal import multilabel_focal_terms
 from torch_imbalance.functional.ldam import ldam_head, multilabel_ldam_terms, resolve_margins
 
@@ -167,6 +167,20 @@ def lmf_loss(
         return reduced_gap_loss(
             input, target, weight, ignore_index, heads, head, dtype, reduction, gamma
         )
+    if reduction != "none":
+        # Each term on its own fused kernel (one-pass when compiled): LDAM weighted by the
+        # margins and divided by their sum, focal weighted by the margins and divided by the
+        # number of labelled elements (the authors' two normalisers).
+        ldam = reduced_gap_loss(
+            input, target, margins, ignore_index, heads[:1], cross_entropy_head, dtype, reduction
+        )
+        focal = reduced_gap_loss(
+            input, target, margins, ignore_index, heads[1:], focal_head, dtype, "sum", gamma
+        )
+        if reduction == "mean":
+            labelled = (target != ignore_index).sum().to(focal.dtype)
+            focal = focal / labelled.clamp_min(torch.finfo(focal.dtype).tiny)
+        return ldam_weight * ldam + focal_weight * focal
     safe_target, valid = split_ignored(target, ignore_index)
     ldam_gap, focal_gap = target_gap(input, safe_target, heads, dtype)
     ldam_terms = softplus(ldam_gap)
