@@ -29,6 +29,9 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+# The kernel bodies below are marked "no cover (compiled)": they run only through torch.compile,
+# whose tracer executes them symbolically, out of coverage's sight; tests/functional/
+# test_compiled.py checks that they ran (kernel_runs) and what they computed.
 CompileMode = Literal["auto", "always", "never"]
 
 #: Smallest input (in logits) that ``"auto"`` compiles. Measured on 2 CPU threads, the compiled
@@ -203,7 +206,7 @@ class _Spec:
     wants_gamma: bool
 
 
-def _head_logits(
+def _head_logits(  # pragma: no cover (compiled)
     z: torch.Tensor, k: int, spec: _Spec, offsets: list[torch.Tensor | None]
 ) -> torch.Tensor:
     y = z * spec.scales[k] if spec.scales[k] != 1.0 else z
@@ -218,7 +221,7 @@ def _head_logits(
 MASKED_SUM_CLASSES = 32
 
 
-def _picker(
+def _picker(  # pragma: no cover (compiled)
     classes: int, is_target: torch.Tensor, index: torch.Tensor
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``(N, C, S) -> (N, S)``: each element's value at its target class."""
@@ -227,7 +230,7 @@ def _picker(
     return lambda values: values.gather(1, index).squeeze(1)
 
 
-def _gap_forward(
+def _gap_forward(  # pragma: no cover (compiled)
     logits: torch.Tensor,
     target: torch.Tensor,
     element_weight: torch.Tensor,
@@ -270,7 +273,7 @@ def _gap_forward(
     return value * weight, torch.stack(lses), slopes, d_gamma
 
 
-def _gap_backward(
+def _gap_backward(  # pragma: no cover (compiled)
     logits: torch.Tensor,
     target: torch.Tensor,
     lses: torch.Tensor,
@@ -295,7 +298,7 @@ def _gap_backward(
     return torch.where(is_target, at_target.unsqueeze(1), total).to(logits.dtype)
 
 
-def _gap_forward_with_gradient(
+def _gap_forward_with_gradient(  # pragma: no cover (compiled)
     logits: torch.Tensor,
     target: torch.Tensor,
     class_weight: torch.Tensor | None,
@@ -362,7 +365,7 @@ def dual_focal_kernel(
     return _kernels[key][0]
 
 
-def _dual_focal_forward_with_gradient(
+def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     logits: torch.Tensor,
     target: torch.Tensor,
     class_weight: torch.Tensor | None,
@@ -513,7 +516,7 @@ def multilabel_kernel(
     return _kernels[key][0]
 
 
-def _multilabel_loss(
+def _multilabel_loss(  # pragma: no cover (compiled)
     logits: torch.Tensor,
     target: torch.Tensor,
     gamma: torch.Tensor | None,
