@@ -136,7 +136,7 @@ def test_one_pass_reduced_kernel_matches_reference_and_eager(mode, case, reducti
         assert runs.get("compiled-one-pass", 0) == (2 if value == "always" else 0), runs
 
 
-@pytest.mark.parametrize("gamma_value", [0.4, 1.7])
+@pytest.mark.parametrize("gamma_value", [0.4, 1.0, 1.7, 2.0])
 @pytest.mark.parametrize("rho", [1.0, 1.5])
 def test_one_pass_dual_focal_learnable_gamma_and_saturation(mode, gamma_value, rho):
     """Dual Focal's one-pass kernel: γ below and above 1 (two forms of the focal gradient),
@@ -151,32 +151,38 @@ def test_one_pass_dual_focal_learnable_gamma_and_saturation(mode, gamma_value, r
     saturated[0, :, 0, 0] = torch.tensor([60.0, -60.0, 0.0, 1.0, 2.0], dtype=torch.float64)
     saturated[1, :, 0, 0] = torch.tensor([-50.0, 50.0, 49.0, 0.0, 0.0], dtype=torch.float64)
 
-    def run(logits, use_reference=False):
+    def run(logits, use_reference=False, learnable=True):
         gamma = torch.tensor(gamma_value, dtype=torch.float64, requires_grad=True)
         x = logits.clone().requires_grad_()
+        value = gamma if learnable else gamma_value  # a float γ takes the fixed-γ fast paths
         if use_reference:
-            loss = ref.dual_focal(x, t, gamma=gamma, **settings)
+            loss = ref.dual_focal(x, t, gamma=value, **settings)
         else:
-            loss = ti.functional.dual_focal_loss(x, t, gamma=gamma, **settings)
+            loss = ti.functional.dual_focal_loss(x, t, gamma=value, **settings)
         loss.backward()
-        return loss.detach(), x.grad, gamma.grad
+        return loss.detach(), x.grad, gamma.grad if learnable else torch.zeros(())
 
     expected = run(z, use_reference=True)
     mode("never")
     eager = run(saturated)
+    eager_fixed = run(saturated, learnable=False)
     mode("always")
     _compiled.kernel_runs(reset=True)
     got = run(z)
+    got_fixed = run(z, learnable=False)
     got_saturated = run(saturated)
-    assert _compiled.kernel_runs().get("compiled-one-pass", 0) == 2
+    got_saturated_fixed = run(saturated, learnable=False)
+    assert _compiled.kernel_runs().get("compiled-one-pass", 0) == 4
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
-    for a, b in zip(got_saturated, eager, strict=True):
-        assert torch.isfinite(a).all()
+    for a, b in zip(got_fixed[:2], expected[:2], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+    for ours, theirs in ((got_saturated, eager), (got_saturated_fixed, eager_fixed)):
+        for a, b in zip(ours, theirs, strict=True):
+            assert torch.isfinite(a).all()
+            torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
 
 
-@pytest.mark.parametrize("num_classes", [2, 5])
 def test_lmf_official_runs_each_term_on_a_one_pass_kernel(mode, num_classes):
     """lmf_official's two terms (LDAM by Σ Δ_t, focal by the count) each on a one-pass kernel:
     equal to the authors' code (tests/reference.py: lmf_official) in value and gradient."""

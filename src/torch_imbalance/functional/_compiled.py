@@ -403,7 +403,8 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     others = z.masked_fill(is_t, float("-inf"))
     top, j_star = others.max(1, keepdim=True)
     is_star = c_index == j_star
-    lse_others = top + (others - top).exp().sum(1, keepdim=True).log()
+    shifted_exp = (others - top).exp()  # 0 at t, 1 at j*
+    lse_others = top + shifted_exp.sum(1, keepdim=True).log()
     lse = torch.logaddexp(lse_others, z_t)
     gap = lse_others - z_t  # u: CE = softplus(u), 1 − p_t = σ(u)
     # log(1 − p_{j*}) from the classes other than j*, re-centred on their own maximum.
@@ -416,7 +417,7 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     log_p_star = top - lse
     p_star = log_p_star.exp()
     outside = ~(is_t | is_star)  # the classes c ∉ {t, j*}
-    p = torch.where(outside, log_p.exp(), 0.0)
+    p = torch.where(outside, shifted_exp * p_star, 0.0)  # p_c = e^{z_c − top} p*: no new exp
     value = F.softplus(gap)
     ratio_sum = torch.zeros_like(gap)
     log_rho_star = log1m_p_star
@@ -435,10 +436,15 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     if alpha != 0 and fixed_gamma == 0.0:
         value = value + alpha * classes
     elif alpha != 0:
-        power = torch.where(outside, (log_p * g_gamma).exp(), 0.0)
-        power_star = torch.exp(g_gamma * log_p_star)
+        if fixed_gamma == 1.0:  # the paper's default: powers are the probabilities themselves
+            power, power_star, sig_gamma = p, p_star, log_sig.exp()
+        elif fixed_gamma == 2.0:
+            power, power_star, sig_gamma = p * p, p_star * p_star, (2 * log_sig).exp()
+        else:
+            power = torch.where(outside, (log_p * g_gamma).exp(), 0.0)
+            power_star = torch.exp(g_gamma * log_p_star)
+            sig_gamma = torch.exp(g_gamma * log_sig)
         power_sum = power.sum(1, keepdim=True) + power_star
-        sig_gamma = torch.exp(g_gamma * log_sig)
         value = value + alpha * (sig_gamma + power_sum)
     # The gradient, per class c ∉ {t, j*}: G = w_c·(k_p (1 − p*) + k_w) + αγ p_c^γ + β r_c.
     w = torch.where(outside, (log_p - log1m_p_star).clamp_min(floor).exp(), 0.0)
@@ -465,7 +471,10 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
         # σ(u)^γ p_t q_c: for γ ≥ 1 a per-element factor σ(u)^{γ−1} ≤ 1 on w_c (1 − p*) = p_c;
         # for γ < 1 its own bounded exp per class.
         focal_scale = (g_gamma - 1) * log_sig
-        focal_extra = torch.where(outside, (log_p + focal_scale).clamp_min(floor).exp(), 0.0)
+        if fixed_gamma == 1.0:  # exp(log p_c + 0) = p_c
+            focal_extra = p
+        else:
+            focal_extra = torch.where(outside, (log_p + focal_scale).clamp_min(floor).exp(), 0.0)
         grad = grad + (alpha * g_gamma) * p_t * focal_extra
         at_target = at_target - alpha * g_gamma * (p_t * power_sum + sig_gamma * p_t)
         star_focal = p_t * torch.exp(log_p_star + focal_scale)
