@@ -183,6 +183,7 @@ def test_one_pass_dual_focal_learnable_gamma_and_saturation(mode, gamma_value, r
             torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("num_classes", [2, 5])
 def test_lmf_official_runs_each_term_on_a_one_pass_kernel(mode, num_classes):
     """lmf_official's two terms (LDAM by Σ Δ_t, focal by the count) each on a one-pass kernel:
     equal to the authors' code (tests/reference.py: lmf_official) in value and gradient."""
