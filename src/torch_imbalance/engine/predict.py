@@ -9,8 +9,6 @@ segmentation.
 
 from __future__ import annotations
 
-import csv
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +18,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from torch_imbalance.data.dermoscopy import ISIC2019_CLASSES
 from torch_imbalance.data.errors import DatasetError
 from torch_imbalance.data.io import IMAGE_SUFFIXES, read_image
+from torch_imbalance.data.odir import ODIR_LABELS, ODIR_NAMES
 from torch_imbalance.engine.evaluate import load_module
 from torch_imbalance.engine.module import ImbalanceModule
 from torch_imbalance.engine.run import RunFolderError
+from torch_imbalance.engine.tasks import write_csv
 
 #: ISIC 2019 task 1 submission columns (the official scorer's categories).
-ISIC2019_COLUMNS = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
+ISIC2019_COLUMNS = [*ISIC2019_CLASSES, "UNK"]
 #: Our class names that are an ISIC column under another name (HAM10000's ``dx`` codes).
 ISIC2019_ALIASES = {
     "mel": "MEL",
@@ -38,18 +39,6 @@ ISIC2019_ALIASES = {
     "df": "DF",
     "vasc": "VASC",
 }
-#: ODIR-5K submission columns, in the order of ``data/odir.py``'s class names.
-ODIR5K_COLUMNS = ["N", "D", "G", "C", "A", "H", "M", "O"]
-ODIR5K_NAMES = [
-    "Normal",
-    "Diabetes",
-    "Glaucoma",
-    "Cataract",
-    "AMD",
-    "Hypertension",
-    "Myopia",
-    "Other",
-]
 FORMATS = ("csv", "isic2019", "odir5k")
 
 
@@ -184,16 +173,6 @@ class progress_bar:
 
 
 # ------------------------------------------------------------------------------- writers
-def _atomic_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(temporary, path)
-
-
 class ClassificationWriter:
     """Rows of class probabilities; ``close`` writes the CSV in the chosen format."""
 
@@ -221,7 +200,7 @@ class ClassificationWriter:
             table[:, self.columns] = probabilities
             rows = [[p.stem, *map(_number, r)] for p, r in zip(self.paths, table, strict=True)]
         elif self.format == "odir5k":
-            header = ["ID", *ODIR5K_COLUMNS]
+            header = ["ID", *ODIR_LABELS]
             rows = odir5k_rows(self.paths, probabilities[:, self.columns])
         elif self.multilabel:
             header = [
@@ -239,7 +218,8 @@ class ClassificationWriter:
                 [str(p), self.classes[int(r.argmax())], *map(_number, r)]
                 for p, r in zip(self.paths, probabilities, strict=True)
             ]
-        _atomic_csv(self.out, header, rows)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        write_csv(self.out, header, rows)
 
 
 def _number(value: float) -> str:
@@ -268,13 +248,13 @@ def isic2019_columns(classes: list[str], multilabel: bool) -> list[int]:
 
 def odir5k_columns(classes: list[str]) -> list[int]:
     """Our class order -> ODIR column order (names as ``data/odir.py`` or the letters)."""
-    if sorted(classes) == sorted(ODIR5K_NAMES):
-        return [classes.index(name) for name in ODIR5K_NAMES]
-    if sorted(classes) == sorted(ODIR5K_COLUMNS):
-        return [classes.index(name) for name in ODIR5K_COLUMNS]
+    if sorted(classes) == sorted(ODIR_NAMES):
+        return [classes.index(name) for name in ODIR_NAMES]
+    if sorted(classes) == sorted(ODIR_LABELS):
+        return [classes.index(name) for name in ODIR_LABELS]
     raise PredictError(
         f"--format odir5k needs a checkpoint trained on the 8 ODIR-5K classes "
-        f"({', '.join(ODIR5K_NAMES)}); this one has {classes}"
+        f"({', '.join(ODIR_NAMES)}); this one has {classes}"
     )
 
 

@@ -107,7 +107,10 @@ def compile_broken() -> bool:
 
 
 def mark_broken(error: BaseException) -> None:
-    """Stop compiling after a failure and say so once."""
+    """After a failed compile: re-raise in ``"always"`` mode; otherwise stop compiling and say
+    so once (the eager kernels serve from then on)."""
+    if get_compile_mode() == "always":
+        raise error
     _state["broken"] = error
     warnings.warn(
         f"torch_imbalance: compiling the fused loss kernels failed ({type(error).__name__}: "

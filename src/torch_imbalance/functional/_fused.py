@@ -38,7 +38,6 @@ from torch_imbalance._types import Reduction
 from torch_imbalance.functional._compiled import (
     compile_broken,
     gap_kernels,
-    get_compile_mode,
     mark_broken,
     one_pass_kernel,
     record_run,
@@ -201,23 +200,27 @@ class _TargetGap(torch.autograd.Function):
         return grad.view(logits.shape), None, None, None
 
 
-def _compiled_kernels(
-    heads: tuple[GapHead, ...],
-    head_loss: Callable[..., Any],
-    dtype: torch.dtype,
-    gamma: torch.Tensor | float,
-    wants_gamma: bool,
-) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    return gap_kernels(
-        head_loss,
+def _spec_key(
+    heads: tuple[GapHead, ...], dtype: torch.dtype, gamma: torch.Tensor | float
+) -> tuple[Any, ...]:
+    """The static part of a target-gap configuration, as the compiled kernels take it: scales,
+    which heads have offsets / shifts, dtype, exp floor, a float γ (None for a tensor) and
+    whether γ needs a gradient."""
+    return (
         tuple(float(head.scale) for head in heads),
         tuple(head.offset is not None for head in heads),
         tuple(head.shift is not None for head in heads),
         dtype,
         exp_floor(dtype),
         None if isinstance(gamma, torch.Tensor) else float(gamma),
-        wants_gamma,
+        isinstance(gamma, torch.Tensor) and gamma.requires_grad,
     )
+
+
+def _compiled_kernels(
+    heads: tuple[GapHead, ...], head_loss: Callable[..., Any], dtype: torch.dtype, gamma: Any
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    return gap_kernels(head_loss, *_spec_key(heads, dtype, gamma))
 
 
 def _head_tensors(
@@ -258,9 +261,7 @@ class _GapLoss(torch.autograd.Function):
         ctx.compiled = wants_compiled(z)
         if ctx.compiled:
             try:
-                forward, ctx.backward_kernel = _compiled_kernels(
-                    heads, head_loss, dtype, gamma, wants_gamma
-                )
+                forward, ctx.backward_kernel = _compiled_kernels(heads, head_loss, dtype, gamma)
                 gamma_tensor = torch.as_tensor(
                     gamma.detach() if isinstance(gamma, torch.Tensor) else gamma,
                     dtype=dtype,
@@ -269,8 +270,6 @@ class _GapLoss(torch.autograd.Function):
                 offsets, shifts = _head_tensors(heads, dtype, z.device)
                 loss, lse_others, slopes, d_gamma = forward(z, t, w, offsets, shifts, gamma_tensor)
             except Exception as error:
-                if get_compile_mode() == "always":
-                    raise
                 mark_broken(error)
                 ctx.compiled = False
             else:
@@ -316,8 +315,6 @@ class _GapLoss(torch.autograd.Function):
                 grad = ctx.backward_kernel(z, t, lse_others, slopes, g, offsets)
                 record_run("compiled-backward")
             except Exception as error:
-                if get_compile_mode() == "always":
-                    raise
                 mark_broken(error)
         if grad is None:
             record_run("eager-backward")
@@ -415,17 +412,15 @@ def one_pass_wanted(logits: torch.Tensor, reduction: Reduction) -> bool:
 def one_pass_loss(
     logits: torch.Tensor,
     gamma: torch.Tensor | float,
-    kernel: Callable[..., Any],
+    build_kernel: Callable[[], Callable[..., Any]],
     arguments: tuple[Any, ...],
     dtype: torch.dtype,
 ) -> torch.Tensor | None:
-    """:class:`_OnePassLoss`, or None (after saying so once) when its kernel cannot be built
-    and the compile mode allows the eager kernels."""
+    """:class:`_OnePassLoss` on the kernel ``build_kernel()`` compiles (cached), or None (said
+    once, see :func:`mark_broken`) when it cannot be built or run: the eager kernels serve."""
     try:
-        return _OnePassLoss.apply(logits, gamma, kernel, arguments, dtype)
+        return _OnePassLoss.apply(logits, gamma, build_kernel(), arguments, dtype)
     except Exception as error:
-        if get_compile_mode() == "always":
-            raise
         mark_broken(error)
         return None
 
@@ -453,31 +448,18 @@ def reduced_gap_loss(
     then reduced.
     """
     if one_pass_wanted(logits, reduction):
-        wants_gamma = isinstance(gamma, torch.Tensor) and gamma.requires_grad
-        try:
-            kernel = one_pass_kernel(
-                head_loss,
-                tuple(float(head.scale) for head in heads),
-                tuple(head.offset is not None for head in heads),
-                tuple(head.shift is not None for head in heads),
-                dtype,
-                exp_floor(dtype),
-                None if isinstance(gamma, torch.Tensor) else float(gamma),
-                wants_gamma,
-                int(ignore_index),
-                reduction == "mean",
-            )
-        except Exception as error:
-            if get_compile_mode() == "always":
-                raise
-            mark_broken(error)
-        else:
-            offsets, shifts = _head_tensors(heads, dtype, logits.device)
-            weight_in = class_weight_in(weight, dtype, logits.device)
-            arguments = (_as_2d(target), weight_in, offsets, shifts)
-            result = one_pass_loss(logits, gamma, kernel, arguments, dtype)
-            if result is not None:
-                return result
+        spec = _spec_key(heads, dtype, gamma)
+        offsets, shifts = _head_tensors(heads, dtype, logits.device)
+        arguments = (_as_2d(target), class_weight_in(weight, dtype, logits.device), offsets, shifts)
+        result = one_pass_loss(
+            logits,
+            gamma,
+            lambda: one_pass_kernel(head_loss, *spec, int(ignore_index), reduction == "mean"),
+            arguments,
+            dtype,
+        )
+        if result is not None:
+            return result
     safe_target, valid = split_ignored(target, ignore_index)
     element_weight = element_weights(safe_target, valid, weight, dtype)
     loss = gap_loss(logits, safe_target, element_weight, heads, head_loss, dtype, gamma)

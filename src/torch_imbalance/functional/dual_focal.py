@@ -25,7 +25,7 @@ from torch_imbalance.functional._common import (
     power_from_log,
     prepare,
 )
-from torch_imbalance.functional._compiled import dual_focal_kernel, get_compile_mode, mark_broken
+from torch_imbalance.functional._compiled import dual_focal_kernel
 from torch_imbalance.functional._dual_focal_fused import (
     dual_focal_terms,
     log_rho_minus_p,
@@ -179,22 +179,14 @@ def _one_pass_dual_focal(
     reduction: Reduction,
 ) -> torch.Tensor | None:
     """The compiled one-pass kernel (loss and gradient in one loop), or None to fall back."""
+    fixed_gamma = None if isinstance(gamma, torch.Tensor) else float(gamma)
     wants_gamma = isinstance(gamma, torch.Tensor) and gamma.requires_grad
-    try:
-        kernel = dual_focal_kernel(
-            float(alpha),
-            float(beta),
-            float(rho),
-            None if isinstance(gamma, torch.Tensor) else float(gamma),
-            wants_gamma,
-            dtype,
-            int(ignore_index),
-            reduction == "mean",
-        )
-    except Exception as error:
-        if get_compile_mode() == "always":
-            raise
-        mark_broken(error)
-        return None
+    settings = (float(alpha), float(beta), float(rho), fixed_gamma, wants_gamma, dtype)
     arguments = (_as_2d(target), class_weight_in(weight, dtype, input.device))
-    return one_pass_loss(input, gamma, kernel, arguments, dtype)
+    return one_pass_loss(
+        input,
+        gamma,
+        lambda: dual_focal_kernel(*settings, int(ignore_index), reduction == "mean"),
+        arguments,
+        dtype,
+    )
