@@ -10,7 +10,8 @@ import torch
 from cases import CASES, make_batch
 
 import torch_imbalance as ti
-from torch_imbalance.functional import _compiled
+from torch_imbalance import functional as TF
+from torch_imbalance.functional import _common, _compiled
 
 # The multi-class target-gap losses: those the compiled kernels serve.
 GAP_CASES = [c for c in CASES if "multiclass" in c.tasks and not c.name.startswith("dual_focal")]
@@ -259,7 +260,8 @@ MULTILABEL_RUNS = [(c, "mean") for c in MULTILABEL_CASES] + [
 )
 def test_compiled_multilabel_matches_reference(mode, case, reduction):
     """The multi-label losses compiled over the whole tensor (the same per-entry function as
-    the eager chunks): value and gradient against the float64 reference, and the path ran."""
+    the eager chunks; a mean differentiated inside the kernel, one pass): value and gradient
+    against the float64 reference, and the path ran."""
     z, t = make_batch("multilabel", (3, 4, 5, 6), 0.2)
     weight = torch.linspace(0.5, 1.5, 4, dtype=torch.float64)
     probe = torch.randn(z.shape if reduction == "none" else (), dtype=torch.float64)
@@ -271,7 +273,8 @@ def test_compiled_multilabel_matches_reference(mode, case, reduction):
     x = z.clone().requires_grad_()
     loss = case.call_ours(x, t, task="multilabel", reduction=reduction, weight=weight)
     (grad,) = torch.autograd.grad((loss * probe).sum(), x)
-    assert _compiled.kernel_runs().get("compiled-multilabel", 0) == 1
+    path = "compiled-multilabel" if reduction == "none" else "compiled-one-pass"
+    assert _compiled.kernel_runs().get(path, 0) == 1
     assert not _compiled.compile_broken()
     torch.testing.assert_close(loss, expected, rtol=1e-9, atol=1e-11)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-10)
@@ -288,3 +291,61 @@ def test_compiled_multilabel_learnable_gamma(mode):
         grads[value] = (x.grad, gamma.grad)
     for a, b in zip(grads["always"], grads["never"], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss_fn", [TF.focal_loss, TF.dual_focal_loss], ids=["focal", "dual"])
+@pytest.mark.parametrize("classes", [4, 40])
+def test_one_pass_kernel_checks_values_in_its_loop(mode, monkeypatch, loss_fn, classes):
+    """The one-pass kernel finds NaN/inf logits and labels out of range in the loop that reads
+    them (no separate passes): the same errors as the eager checks; ``validate=False`` neither
+    raises nor breaks the compiled path (an out-of-range label is never used as an index)."""
+    mode("always")
+    value_checks = []
+    real_check_logits = _common.check_logits
+
+    def counting_check_logits(input, validate=True):
+        value_checks.append(validate)
+        return real_check_logits(input, validate)
+
+    monkeypatch.setattr(_common, "check_logits", counting_check_logits)
+    z, t = make_batch("multiclass", (2, classes, 3, 3), 0.2)
+    _compiled.kernel_runs(reset=True)
+    assert torch.isfinite(loss_fn(z, t))
+    assert value_checks == [False]  # shapes only: the values were checked by the kernel
+    bad_target = t.clone()
+    bad_target[1, 2, 0] = classes
+    with pytest.raises(ValueError, match=rf"outside \[0, {classes}\).*\[{classes}\]"):
+        loss_fn(z, bad_target)
+    bad_logits = z.clone()
+    bad_logits[0, 1, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="1 non-finite logit"):
+        loss_fn(bad_logits, t)
+    assert torch.isfinite(loss_fn(z, bad_target, validate=False))
+    assert _compiled.kernel_runs().get("compiled-one-pass", 0) == 4
+    assert not _compiled.compile_broken()
+
+
+def test_multilabel_one_pass_kernel_checks_values_in_its_loop(mode, monkeypatch):
+    mode("always")
+    value_checks = []
+    real_check_logits = _common.check_logits
+
+    def counting_check_logits(input, validate=True):
+        value_checks.append(validate)
+        return real_check_logits(input, validate)
+
+    monkeypatch.setattr(_common, "check_logits", counting_check_logits)
+    z, t = make_batch("multilabel", (2, 3, 4, 4), 0.2)
+    _compiled.kernel_runs(reset=True)
+    assert torch.isfinite(TF.focal_loss(z, t, task="multilabel"))
+    assert value_checks == [False]
+    bad_target = t.clone()
+    bad_target[0, 1, 2, 2] = 2
+    with pytest.raises(ValueError, match=r"0 or 1.*\[2\]"):
+        TF.focal_loss(z, bad_target, task="multilabel")
+    bad_logits = z.clone()
+    bad_logits[1, 0, 0, 3] = float("inf")
+    with pytest.raises(ValueError, match="1 non-finite logit"):
+        TF.focal_loss(bad_logits, t, task="multilabel")
+    assert _compiled.kernel_runs().get("compiled-one-pass", 0) == 3
+    assert not _compiled.compile_broken()

@@ -24,10 +24,11 @@ from torch_imbalance._types import Reduction
 from torch_imbalance.functional._compiled import (
     mark_broken,
     multilabel_kernel,
+    multilabel_one_pass_kernel,
     record_run,
     wants_compiled,
 )
-from torch_imbalance.functional._fused import chunkwise
+from torch_imbalance.functional._fused import _as_3d, chunkwise, one_pass_loss, one_pass_wanted
 
 GammaLike = float | torch.Tensor
 
@@ -100,6 +101,16 @@ def check_gamma(gamma: GammaLike) -> None:
     check_range("gamma", gamma, 0.0)
 
 
+#: Value checks left to the kernel that computes the loss (None: nothing left to check).
+Checks = Callable[[], None] | None
+
+
+def _deferred(validate: bool, input: torch.Tensor, reduction: Reduction) -> bool:
+    """Whether the value checks run inside the one-pass kernel instead of as separate passes
+    over the logits and targets (see ``_fused.one_pass_loss``)."""
+    return validate and one_pass_wanted(input, reduction)
+
+
 def prepare_multiclass(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -107,15 +118,25 @@ def prepare_multiclass(
     ignore_index: int,
     reduction: Reduction,
     validate: bool,
-) -> tuple[torch.dtype, torch.Tensor]:
-    """Validate a multi-class call; returns the compute dtype (float32 for half inputs) and the
-    target (a dense ``(N, 1, *)`` label map squeezed to ``(N, *)``)."""
+) -> tuple[torch.dtype, torch.Tensor, Checks]:
+    """Validate a multi-class call; returns the compute dtype (float32 for half inputs), the
+    target (a dense ``(N, 1, *)`` label map squeezed to ``(N, *)``) and the value checks left
+    to the loss's kernel (finite logits, labels in range), which must run them."""
     check_reduction(reduction)
-    check_logits(input, validate)
+    check_logits(input, validate=False)
     target = squeeze_target_channel(input, target)
-    check_multiclass_target(input, target, ignore_index, validate)
+    check_multiclass_target(input, target, ignore_index, validate=False)
     check_class_weight(weight, input)
-    return compute_dtype(input), target
+
+    def checks() -> None:
+        check_logits(input)
+        check_multiclass_target(input, target, ignore_index)
+
+    if _deferred(validate, input, reduction):
+        return compute_dtype(input), target, checks
+    if validate:
+        checks()
+    return compute_dtype(input), target, None
 
 
 def prepare_multilabel(
@@ -125,14 +146,23 @@ def prepare_multilabel(
     ignore_index: int | None,
     reduction: Reduction,
     validate: bool,
-) -> tuple[torch.dtype, torch.Tensor]:
-    """Validate a multi-label call; returns the compute dtype (float32 for half inputs) and the
-    target unchanged."""
+) -> tuple[torch.dtype, torch.Tensor, Checks]:
+    """Validate a multi-label call; returns the compute dtype (float32 for half inputs), the
+    target unchanged and the value checks left to the loss's kernel, which must run them."""
     check_reduction(reduction)
-    check_logits(input, validate)
-    check_multilabel_target(input, target, ignore_index, validate)
+    check_logits(input, validate=False)
+    check_multilabel_target(input, target, ignore_index, validate=False)
     check_class_weight(weight, input)
-    return compute_dtype(input), target
+
+    def checks() -> None:
+        check_logits(input)
+        check_multilabel_target(input, target, ignore_index)
+
+    if _deferred(validate, input, reduction):
+        return compute_dtype(input), target, checks
+    if validate:
+        checks()
+    return compute_dtype(input), target, None
 
 
 def prepare(
@@ -143,9 +173,9 @@ def prepare(
     ignore_index: int,
     reduction: Reduction,
     validate: bool,
-) -> tuple[torch.dtype, torch.Tensor]:
-    """Dispatch to the multi-class or multi-label validation; returns the compute dtype and the
-    target to use."""
+) -> tuple[torch.dtype, torch.Tensor, Checks]:
+    """Dispatch to the multi-class or multi-label validation; returns the compute dtype, the
+    target to use and the value checks left to the loss's kernel."""
     check_task(task)
     if task == "multiclass":
         return prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
@@ -159,19 +189,23 @@ def multilabel_chunk_loss(
     gamma: GammaLike | None,
     reduction: Reduction,
     ignore_index: int | None,
+    checks: Checks = None,
     **settings: Any,
 ) -> torch.Tensor:
     """Run a multi-label per-entry loss chunk by chunk and reduce it.
 
     ``chunk_fn(z, y, *gamma_param, gamma=..., ignore_index=..., **settings)`` returns the weighted,
     masked per-entry loss of a chunk; a tensor γ is passed as a differentiable input.
+    ``checks``: the value checks still to run (see :func:`prepare`).
     """
     if input.numel() > 0 and not torch.compiler.is_compiling() and wants_compiled(input):
         result = _compiled_multilabel(
-            chunk_fn, input, target, gamma, reduction, ignore_index, settings
+            chunk_fn, input, target, gamma, reduction, ignore_index, settings, checks
         )
         if result is not None:
             return result
+    if checks is not None:
+        checks()
     params = (gamma,) if isinstance(gamma, torch.Tensor) else ()
     fn = functools.partial(chunk_fn, gamma=gamma, ignore_index=ignore_index, **settings)
     loss = chunkwise(fn, input, target, *params)
@@ -186,8 +220,10 @@ def _compiled_multilabel(
     reduction: Reduction,
     ignore_index: int | None,
     settings: dict[str, Any],
+    checks: Checks,
 ) -> torch.Tensor | None:
-    """The whole-tensor compiled form of :func:`multilabel_chunk_loss`, or None to fall back."""
+    """The whole-tensor compiled form of :func:`multilabel_chunk_loss` (a mean or a sum: loss
+    and gradient from one loop, see ``_fused.one_pass_loss``), or None to fall back."""
     learnable = isinstance(gamma, torch.Tensor)
     tensors = {k: v for k, v in settings.items() if isinstance(v, torch.Tensor)}
     statics = {k: v for k, v in settings.items() if k not in tensors}
@@ -197,10 +233,31 @@ def _compiled_multilabel(
         hash(tuple(statics.items()))
     except TypeError:  # a setting the kernel cache cannot key on: the eager chunks serve it
         return None
+    static_items = tuple(sorted(statics.items(), key=lambda item: item[0]))
+    if reduction != "none":
+        wants_gamma = learnable and gamma.requires_grad  # type: ignore[union-attr]
+        dtype = settings.get("dtype", compute_dtype(input))
+        return one_pass_loss(
+            input,
+            gamma if learnable else 0.0,  # type: ignore[arg-type]
+            lambda: multilabel_one_pass_kernel(
+                chunk_fn,
+                static_items,
+                tuple(tensors),
+                learnable,
+                wants_gamma,
+                ignore_index,
+                reduction,
+                finish_multilabel,
+            ),
+            (_as_3d(target), *tensors.values()),
+            dtype,
+            checks,
+        )
     try:
         kernel = multilabel_kernel(
             chunk_fn,
-            tuple(sorted(statics.items(), key=lambda item: item[0])),
+            static_items,
             tuple(tensors),
             learnable,
             ignore_index,

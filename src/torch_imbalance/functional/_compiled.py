@@ -165,9 +165,10 @@ def one_pass_kernel(
     mean: bool,
 ) -> Callable[..., Any]:
     """Compiled ``(logits, raw target, class weight, offsets, shifts, γ) -> (reduced loss,
-    gradient, ∂/∂γ)`` for one configuration (cached): the ignore mask, the class weights, the
-    mean's denominator, the forward and the closed-form gradient of :func:`_gap_forward` /
-    :func:`_gap_backward`, fused so that each logit is read once and its gradient written once."""
+    gradient, ∂/∂γ, invalid-input flag)`` for one configuration (cached): the ignore mask, the
+    class weights, the mean's denominator, the value checks, the forward and the closed-form
+    gradient of :func:`_gap_forward` / :func:`_gap_backward`, fused so that each logit is read
+    once and its gradient written once."""
     spec = _Spec(scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma)
     key = ("one-pass", _head_key(head_loss), spec, ignore_index, mean)
     if key not in _kernels:
@@ -313,26 +314,49 @@ def _gap_forward_with_gradient(  # pragma: no cover (compiled)
     head_loss: Callable[..., Any],
     ignore_index: int,
     mean: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The reduced loss (``F.cross_entropy``'s convention: a mean divides by ``Σ w_i`` over
     the labelled elements), its gradient with respect to the logits and (when asked for) to γ,
     from the raw targets: the same two functions as the two-pass kernels, which the compiler
     fuses with the masking and weighting into one loop over the logits."""
-    valid = target != ignore_index
-    safe = torch.where(valid, target, 0)
-    if class_weight is None:
-        weight = valid.to(spec.dtype)
-    else:
-        weight = torch.where(valid, class_weight[safe], 0.0)
-    if mean:
-        scale = 1.0 / weight.sum().clamp_min(torch.finfo(spec.dtype).tiny)
-    else:
-        scale = torch.ones((), dtype=spec.dtype, device=logits.device)
+    safe, weight, scale, invalid = _labelled(
+        logits, target, class_weight, ignore_index, mean, spec.dtype
+    )
     loss, lses, slopes, d_gamma = _gap_forward(
         logits, safe, weight, offsets, shifts, gamma, spec=spec, head_loss=head_loss
     )
     grad = _gap_backward(logits, safe, lses, slopes, scale, offsets, spec=spec)
-    return loss.sum() * scale, grad, None if d_gamma is None else d_gamma.sum() * scale
+    d_gamma = None if d_gamma is None else d_gamma.sum() * scale
+    return loss.sum() * scale, grad, d_gamma, invalid
+
+
+def _labelled(  # pragma: no cover (compiled)
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    class_weight: torch.Tensor | None,
+    ignore_index: int,
+    mean: bool,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From the raw ``(N, S)`` targets: the targets with ignored (and out-of-range) entries set
+    to 0, each element's weight (0 where ignored), the reduction's factor (``1 / Σ w`` for a
+    mean, else 1) and the validation flag, all in the loop that reads the logits: whether a
+    logit is NaN/inf or a label outside ``[0, C)`` (checked, with the full message, after the
+    kernel)."""
+    classes = logits.shape[1]
+    valid = target != ignore_index
+    in_range = (target >= 0) & (target < classes)
+    safe = torch.where(valid & in_range, target, 0)
+    if class_weight is None:
+        weight = valid.to(dtype)
+    else:
+        weight = torch.where(valid, class_weight[safe], 0.0)
+    if mean:
+        scale = 1.0 / weight.sum().clamp_min(torch.finfo(dtype).tiny)
+    else:
+        scale = torch.ones((), dtype=dtype, device=logits.device)
+    invalid = (valid & ~in_range).any() | ~torch.isfinite(logits).all()
+    return safe, weight, scale, invalid
 
 
 # ----------------------------------------------------------------------------- Dual Focal
@@ -346,7 +370,8 @@ def dual_focal_kernel(
     ignore_index: int,
     mean: bool,
 ) -> Callable[..., Any]:
-    """Compiled ``(logits, raw target, class weight, γ) -> (reduced loss, gradient, ∂/∂γ)`` of
+    """Compiled ``(logits, raw target, class weight, γ) -> (reduced loss, gradient, ∂/∂γ,
+    invalid-input flag)`` of
     the multi-class Dual Focal loss for one configuration (cached); the formulas are those of
     ``_dual_focal_fused`` (its docstring derives them), written over the whole tensor."""
     key = ("dual-focal", alpha, beta, rho, gamma, wants_gamma, dtype, ignore_index, mean)
@@ -382,22 +407,15 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     dtype: torch.dtype,
     ignore_index: int,
     mean: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Per element, ``t`` the target and ``j*`` the arg-max of the other classes (the only one
     whose probability can exceed 1/2); every quantity in log space as in the eager kernel."""
     floor = -87.0 if dtype == torch.float32 else -708.0
     z = logits.to(dtype)
     classes = z.shape[1]
-    valid = target != ignore_index
-    safe = torch.where(valid, target, 0)
-    if class_weight is None:
-        weight = valid.to(dtype)
-    else:
-        weight = torch.where(valid, class_weight[safe], 0.0)
-    if mean:
-        scale = 1.0 / weight.sum().clamp_min(torch.finfo(dtype).tiny)
-    else:
-        scale = torch.ones((), dtype=dtype, device=z.device)
+    safe, weight, scale, invalid = _labelled(
+        logits, target, class_weight, ignore_index, mean, dtype
+    )
     g = (weight * scale).unsqueeze(1)
     c_index = torch.arange(classes, device=z.device).view(1, -1, 1)
     is_t = c_index == safe.unsqueeze(1)
@@ -494,7 +512,7 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
         else:
             d_gamma = torch.zeros((), dtype=dtype, device=z.device)
     loss = (value.squeeze(1) * weight).sum() * scale
-    return loss, grad.to(logits.dtype), d_gamma
+    return loss, grad.to(logits.dtype), d_gamma, invalid
 
 
 # ---------------------------------------------------------------------------- multi-label
@@ -547,3 +565,85 @@ def _multilabel_loss(  # pragma: no cover (compiled)
         settings["gamma"] = gamma
     loss = chunk_fn(logits, target, *params, ignore_index=ignore_index, **settings)
     return finish(loss, target, ignore_index, reduction)
+
+
+def multilabel_one_pass_kernel(
+    chunk_fn: Callable[..., torch.Tensor],
+    statics: tuple[tuple[str, Hashable], ...],
+    tensor_names: tuple[str, ...],
+    learnable_gamma: bool,
+    wants_gamma: bool,
+    ignore_index: int | None,
+    reduction: str,
+    finish: Callable[..., torch.Tensor],
+) -> Callable[..., Any]:
+    """Compiled ``(logits, target, *tensors, γ) -> (reduced loss, gradient, ∂/∂γ, invalid-input
+    flag)`` of a multi-label loss (cached per configuration): the per-entry function of the
+    eager chunks, differentiated by ``torch.func.grad_and_value`` inside the compiled function,
+    so that the loss, its gradient and the value checks come out of one loop over the logits."""
+    key = (
+        "multilabel-one-pass",
+        chunk_fn,
+        statics,
+        tensor_names,
+        learnable_gamma,
+        wants_gamma,
+        ignore_index,
+        reduction,
+    )
+    if key not in _kernels:
+        number = len(_kernels)
+        kernel = _specialise(
+            _multilabel_forward_with_gradient,
+            number,
+            chunk_fn=chunk_fn,
+            statics=dict(statics),
+            tensor_names=tensor_names,
+            learnable_gamma=learnable_gamma,
+            wants_gamma=wants_gamma,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            finish=finish,
+        )
+        _kernels[key] = (torch.compile(kernel), kernel)
+    return _kernels[key][0]
+
+
+def _multilabel_forward_with_gradient(  # pragma: no cover (compiled)
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *tensors_and_gamma: torch.Tensor | None,
+    chunk_fn: Callable[..., torch.Tensor],
+    statics: dict[str, Any],
+    tensor_names: tuple[str, ...],
+    learnable_gamma: bool,
+    wants_gamma: bool,
+    ignore_index: int | None,
+    reduction: str,
+    finish: Callable[..., torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    *tensors, gamma = tensors_and_gamma
+
+    def reduced(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return _multilabel_loss(
+            z,
+            target,
+            g,
+            *tensors,
+            chunk_fn=chunk_fn,
+            statics=statics,
+            tensor_names=tensor_names,
+            learnable_gamma=learnable_gamma,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            finish=finish,
+        )
+
+    argnums = (0, 1) if wants_gamma else 0
+    grads, loss = torch.func.grad_and_value(reduced, argnums=argnums)(logits, gamma)
+    grad, d_gamma = grads if wants_gamma else (grads, None)
+    labels = (target != 0) & (target != 1)
+    if ignore_index is not None:
+        labels = labels & (target != ignore_index)
+    invalid = labels.any() | ~torch.isfinite(logits).all()
+    return loss, grad, d_gamma, invalid

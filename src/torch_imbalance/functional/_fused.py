@@ -354,36 +354,24 @@ def gap_loss(
 
 
 class _OnePassLoss(torch.autograd.Function):
-    """A reduced loss whose gradient is computed in the forward, in the same compiled loop that
-    reads the logits (and masks and weights the targets); the backward only scales it by the
-    incoming gradient (not at all when that is 1, as for ``loss.backward()``).
-
-    ``kernel(logits (N, C, S), *arguments, γ) -> (loss, gradient, ∂loss/∂γ or None)``.
-    """
+    """A reduced loss whose gradient was computed with it, in the same compiled loop that read
+    the logits (and masked and weighted the targets); the backward only scales it by the
+    incoming gradient (not at all when that is 1, as for ``loss.backward()``)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx,
         logits: torch.Tensor,
         gamma: torch.Tensor | float,
-        kernel: Callable[..., Any],
-        arguments: tuple[Any, ...],
-        dtype: torch.dtype,
+        outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+        rerun: Callable[[], tuple[Any, ...]],
     ) -> torch.Tensor:
-        gamma_tensor = torch.as_tensor(
-            gamma.detach() if isinstance(gamma, torch.Tensor) else gamma,
-            dtype=dtype,
-            device=logits.device,
-        )
-        inputs = (_as_3d(logits), *arguments, gamma_tensor)
-        loss, grad, d_gamma = kernel(*inputs)
+        loss, grad, d_gamma = outputs
         # Kept on ctx (not saved tensors): the first backward hands the buffer on as the
         # logits' gradient; a second backward through the same graph recomputes it.
-        ctx.kernel, ctx.inputs = kernel, inputs
-        ctx.grad, ctx.d_gamma = grad, d_gamma
+        ctx.rerun, ctx.grad, ctx.d_gamma = rerun, grad, d_gamma
         ctx.wants_gamma = isinstance(gamma, torch.Tensor) and gamma.requires_grad
         ctx.shape, ctx.dtype = logits.shape, logits.dtype
-        record_run("compiled-one-pass")
         return loss
 
     @staticmethod
@@ -392,15 +380,16 @@ class _OnePassLoss(torch.autograd.Function):
         grad, d_gamma = ctx.grad, ctx.d_gamma
         ctx.grad = ctx.d_gamma = None
         if grad is None:  # backward again through a retained graph
-            _, grad, d_gamma = ctx.kernel(*ctx.inputs)
+            _, grad, d_gamma, _ = ctx.rerun()
         if grad_loss.device.type != "cpu" or float(grad_loss) != 1.0:
             grad = grad.mul_(grad_loss.to(grad.dtype))
         grad_gamma = d_gamma * grad_loss if ctx.wants_gamma else None
-        return grad.view(ctx.shape).to(ctx.dtype), grad_gamma, None, None, None
+        return grad.view(ctx.shape).to(ctx.dtype), grad_gamma, None, None
 
 
 def one_pass_wanted(logits: torch.Tensor, reduction: Reduction) -> bool:
-    """Whether a reduced loss runs on a compiled one-pass kernel."""
+    """Whether a reduced loss runs on a compiled one-pass kernel (its value checks then run
+    inside the kernel: see :func:`one_pass_loss`)."""
     return (
         reduction != "none"
         and logits.numel() > 0
@@ -415,14 +404,39 @@ def one_pass_loss(
     build_kernel: Callable[[], Callable[..., Any]],
     arguments: tuple[Any, ...],
     dtype: torch.dtype,
+    checks: Callable[[], None] | None,
 ) -> torch.Tensor | None:
-    """:class:`_OnePassLoss` on the kernel ``build_kernel()`` compiles (cached), or None (said
-    once, see :func:`mark_broken`) when it cannot be built or run: the eager kernels serve."""
+    """A reduced loss and its gradient from one compiled kernel (cached by ``build_kernel``),
+    or None (said once, see :func:`mark_broken`) when the kernel cannot be built or run: the
+    eager kernels serve then.
+
+    ``kernel(logits (N, C, S), *arguments, γ) -> (loss, gradient, ∂loss/∂γ or None, invalid)``;
+    ``invalid`` flags a NaN/inf logit or a label out of range, found in the same loop, and
+    ``checks`` (the eager value checks) then raise the full message (``None``: the caller's
+    ``validate=False``, no device sync). After a None the caller runs ``checks`` itself.
+    """
+    gamma_tensor = torch.as_tensor(
+        gamma.detach() if isinstance(gamma, torch.Tensor) else gamma,
+        dtype=dtype,
+        device=logits.device,
+    )
+    inputs = (_as_3d(logits.detach()), *arguments, gamma_tensor)
     try:
-        return _OnePassLoss.apply(logits, gamma, build_kernel(), arguments, dtype)
+        kernel = build_kernel()
+        with torch.no_grad():
+            loss, grad, d_gamma, invalid = kernel(*inputs)
     except Exception as error:
         mark_broken(error)
         return None
+    record_run("compiled-one-pass")
+    if checks is not None and bool(invalid):
+        checks()
+
+    def rerun() -> tuple[Any, ...]:
+        with torch.no_grad():
+            return kernel(*inputs)
+
+    return _OnePassLoss.apply(logits, gamma, (loss, grad, d_gamma), rerun)
 
 
 def class_weight_in(weight: torch.Tensor | None, dtype: torch.dtype, device: torch.device):
@@ -439,13 +453,14 @@ def reduced_gap_loss(
     dtype: torch.dtype,
     reduction: Reduction,
     gamma: torch.Tensor | float = 0.0,
+    checks: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """A target-gap loss from raw targets, weighted by ``weight[t_i]``, ``ignore_index``
     left out, reduced like ``F.cross_entropy`` (``"mean"``: by ``Σ w_i``).
 
     A mean or a sum on the compiled path is computed in one pass with its gradient
-    (:class:`_OnePassGapLoss`); everything else is the per-element loss of :func:`gap_loss`,
-    then reduced.
+    (:func:`one_pass_loss`); everything else is the per-element loss of :func:`gap_loss`,
+    then reduced. ``checks``: the value checks still to run (see ``_common.prepare``).
     """
     if one_pass_wanted(logits, reduction):
         spec = _spec_key(heads, dtype, gamma)
@@ -457,9 +472,12 @@ def reduced_gap_loss(
             lambda: one_pass_kernel(head_loss, *spec, int(ignore_index), reduction == "mean"),
             arguments,
             dtype,
+            checks,
         )
         if result is not None:
             return result
+    if checks is not None:
+        checks()
     safe_target, valid = split_ignored(target, ignore_index)
     element_weight = element_weights(safe_target, valid, weight, dtype)
     loss = gap_loss(logits, safe_target, element_weight, heads, head_loss, dtype, gamma)

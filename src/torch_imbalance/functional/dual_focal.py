@@ -19,6 +19,7 @@ from torch_imbalance._reduce import (
 )
 from torch_imbalance._types import Reduction, Task
 from torch_imbalance.functional._common import (
+    Checks,
     GammaLike,
     check_gamma,
     multilabel_chunk_loss,
@@ -142,7 +143,7 @@ def dual_focal_loss(
         tensor(4.0096)
     """
     check_dual_focal_args(alpha, beta, gamma, rho)
-    dtype, target = prepare(task, input, target, weight, ignore_index, reduction, validate)
+    dtype, target, checks = prepare(task, input, target, weight, ignore_index, reduction, validate)
     settings = {"alpha": alpha, "beta": beta, "rho": rho, "dtype": dtype}
     if task == "multilabel":
         return multilabel_chunk_loss(
@@ -154,13 +155,26 @@ def dual_focal_loss(
             ignore_index,
             weight=weight,
             **settings,
+            checks=checks,
         )
     if one_pass_wanted(input, reduction):
         result = _one_pass_dual_focal(
-            input, target, weight, ignore_index, alpha, beta, gamma, rho, dtype, reduction
+            input,
+            target,
+            weight,
+            ignore_index,
+            alpha,
+            beta,
+            gamma,
+            rho,
+            dtype,
+            reduction,
+            checks=checks,
         )
         if result is not None:
             return result
+    if checks is not None:
+        checks()
     safe_target, valid = split_ignored(target, ignore_index)
     loss = dual_focal_terms(input, safe_target, alpha, beta, gamma, rho, dtype)
     return reduce_multiclass(loss, safe_target, valid, weight, reduction)
@@ -177,6 +191,7 @@ def _one_pass_dual_focal(
     rho: float,
     dtype: torch.dtype,
     reduction: Reduction,
+    checks: Checks,
 ) -> torch.Tensor | None:
     """The compiled one-pass kernel (loss and gradient in one loop), or None to fall back."""
     fixed_gamma = None if isinstance(gamma, torch.Tensor) else float(gamma)
@@ -189,4 +204,5 @@ def _one_pass_dual_focal(
         lambda: dual_focal_kernel(*settings, int(ignore_index), reduction == "mean"),
         arguments,
         dtype,
+        checks,
     )

@@ -129,14 +129,23 @@ def focal_loss(
         tensor(1.5755)
     """
     check_gamma(gamma)
-    dtype, target = prepare(task, input, target, weight, ignore_index, reduction, validate)
+    dtype, target, checks = prepare(task, input, target, weight, ignore_index, reduction, validate)
     if task == "multiclass":
         if alpha is not None:
             raise ValueError(
                 "alpha applies to task='multilabel'; for multiclass use weight=(C,) class weights"
             )
         return reduced_gap_loss(
-            input, target, weight, ignore_index, (GapHead(),), focal_head, dtype, reduction, gamma
+            input,
+            target,
+            weight,
+            ignore_index,
+            (GapHead(),),
+            focal_head,
+            dtype,
+            reduction,
+            gamma,
+            checks=checks,
         )
     check_alpha(alpha, input.shape[1])
     return multilabel_chunk_loss(
@@ -149,4 +158,5 @@ def focal_loss(
         alpha=alpha,
         weight=weight,
         dtype=dtype,
+        checks=checks,
     )

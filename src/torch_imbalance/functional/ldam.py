@@ -117,12 +117,20 @@ def ldam_loss(
         tensor(1.5255)
     """
     check_range("scale", scale, 0.0, low_inclusive=False)
-    dtype, target = prepare(task, input, target, weight, ignore_index, reduction, validate)
+    dtype, target, checks = prepare(task, input, target, weight, ignore_index, reduction, validate)
     margins = resolve_margins(class_counts, margins, max_margin, input, dtype)
     if task == "multiclass":
         heads = (ldam_head(margins, scale),)
         return reduced_gap_loss(
-            input, target, weight, ignore_index, heads, cross_entropy_head, dtype, reduction
+            input,
+            target,
+            weight,
+            ignore_index,
+            heads,
+            cross_entropy_head,
+            dtype,
+            reduction,
+            checks=checks,
         )
     return multilabel_chunk_loss(
         _multilabel_ldam_chunk,
@@ -135,4 +143,5 @@ def ldam_loss(
         scale=scale,
         weight=weight,
         dtype=dtype,
+        checks=checks,
     )

@@ -132,7 +132,7 @@ def lmf_loss(
     check_range("focal_scale", focal_scale, 0.0, low_inclusive=False)
     if variant not in ("paper", "official"):
         raise ValueError(f"variant must be 'paper' or 'official', got {variant!r}")
-    dtype, target = prepare(task, input, target, weight, ignore_index, reduction, validate)
+    dtype, target, checks = prepare(task, input, target, weight, ignore_index, reduction, validate)
     margins = resolve_margins(class_counts, margins, max_margin, input, dtype)
     if task == "multilabel":
         if variant == "official":
@@ -154,6 +154,7 @@ def lmf_loss(
             focal_weight=focal_weight,
             weight=weight,
             dtype=dtype,
+            checks=checks,
         )
     if variant == "official" and weight is not None:
         raise ValueError(
@@ -165,17 +166,34 @@ def lmf_loss(
     if variant == "paper":
         head = functools.partial(lmf_head, ldam_weight=ldam_weight, focal_weight=focal_weight)
         return reduced_gap_loss(
-            input, target, weight, ignore_index, heads, head, dtype, reduction, gamma
+            input, target, weight, ignore_index, heads, head, dtype, reduction, gamma, checks=checks
         )
     if reduction != "none":
         # Each term on its own fused kernel (one-pass when compiled): LDAM weighted by the
         # margins and divided by their sum, focal weighted by the margins and divided by the
         # number of labelled elements (the authors' two normalisers).
         ldam = reduced_gap_loss(
-            input, target, margins, ignore_index, heads[:1], cross_entropy_head, dtype, reduction
+            input,
+            target,
+            margins,
+            ignore_index,
+            heads[:1],
+            cross_entropy_head,
+            dtype,
+            reduction,
+            checks=checks,
         )
         focal = reduced_gap_loss(
-            input, target, margins, ignore_index, heads[1:], focal_head, dtype, "sum", gamma
+            input,
+            target,
+            margins,
+            ignore_index,
+            heads[1:],
+            focal_head,
+            dtype,
+            "sum",
+            gamma,
+            checks=checks,
         )
         if reduction == "mean":
             labelled = (target != ignore_index).sum().to(focal.dtype)

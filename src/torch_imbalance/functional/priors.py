@@ -43,11 +43,21 @@ def offset_cross_entropy(
     validate: bool = True,
 ) -> torch.Tensor:
     """``CE(z + offset, t)`` with a per-class offset ``(C,)``: the core of the prior losses."""
-    dtype, target = prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
+    dtype, target, checks = prepare_multiclass(
+        input, target, weight, ignore_index, reduction, validate
+    )
     check_class_counts_match(offset, input, "class_counts")
     heads = (GapHead(offset=offset.to(device=input.device, dtype=dtype)),)
     return reduced_gap_loss(
-        input, target, weight, ignore_index, heads, cross_entropy_head, dtype, reduction
+        input,
+        target,
+        weight,
+        ignore_index,
+        heads,
+        cross_entropy_head,
+        dtype,
+        reduction,
+        checks=checks,
     )
 
 
@@ -174,8 +184,10 @@ def poly1_loss(
         tensor(2.1554)
     """
     check_range("epsilon", epsilon, -1.0)
-    dtype, target = prepare_multiclass(input, target, weight, ignore_index, reduction, validate)
+    dtype, target, checks = prepare_multiclass(
+        input, target, weight, ignore_index, reduction, validate
+    )
     head = functools.partial(poly1_head, epsilon=epsilon)  # softplus(u) + ε σ(u)
     return reduced_gap_loss(
-        input, target, weight, ignore_index, (GapHead(),), head, dtype, reduction
+        input, target, weight, ignore_index, (GapHead(),), head, dtype, reduction, checks=checks
     )
