@@ -349,3 +349,24 @@ def test_multilabel_one_pass_kernel_checks_values_in_its_loop(mode, monkeypatch)
         TF.focal_loss(bad_logits, t, task="multilabel")
     assert _compiled.kernel_runs().get("compiled-one-pass", 0) == 3
     assert not _compiled.compile_broken()
+
+
+@pytest.mark.parametrize("spread", [1.0, 15.0])
+def test_lmf_backward_powers_match_float64_when_saturated(mode, spread):
+    """LMF's LDAM exponentials (scale 30) are taken in the backward as 30th powers of the focal
+    head's (scale 1): float32, including logits far apart (many terms flushed), against the
+    float64 eager kernels."""
+    z, t = make_batch("multiclass", (4, 5, 6, 7), 0.1, dtype=torch.float32, scale=spread)
+    counts = [50, 20, 9, 4, 1]
+    results = {}
+    for value, dtype in (("always", torch.float32), ("never", torch.float64)):
+        mode(value)
+        _compiled.kernel_runs(reset=True)
+        x = z.detach().to(dtype).requires_grad_()
+        loss = TF.lmf_loss(x, t, counts)
+        loss.backward()
+        results[value] = (loss.detach().double(), x.grad.double())
+        if value == "always":
+            assert _compiled.kernel_runs().get("compiled-one-pass", 0) == 1
+    torch.testing.assert_close(results["always"][0], results["never"][0], rtol=2e-5, atol=1e-6)
+    torch.testing.assert_close(results["always"][1], results["never"][1], rtol=2e-4, atol=1e-6)

@@ -234,6 +234,49 @@ def _picker(  # pragma: no cover (compiled)
     return lambda values: values.gather(1, index).squeeze(1)
 
 
+#: Largest integer ratio of two heads' scales for which the backward takes one head's
+#: exponentials as powers of the other's (LMF: LDAM's s = 30 over focal's 1).
+MAX_POWER = 64
+
+
+def _shared_heads(spec: _Spec) -> list[int]:
+    """Per head, the first head with the same transform of the non-target logits (same scale,
+    no offset; a target shift does not change ``lse_{j≠t}``): those share one ``exp`` per
+    logit and one ``lse`` (LMF on the cosine head, where both terms see ``s·z``)."""
+    first: list[int] = []
+    for k, (scale, offset) in enumerate(zip(spec.scales, spec.has_offset, strict=True)):
+        same = [
+            j for j in range(k) if not offset and not spec.has_offset[j] and spec.scales[j] == scale
+        ]
+        first.append(same[0] if same else k)
+    return first
+
+
+def _power_of(spec: _Spec, k: int, base: int) -> int | None:
+    """``a_k / a_base`` when it is an integer in ``[2, MAX_POWER]`` and neither head has an
+    offset (then ``exp(a_k (z − m)) = exp(a_base (z − m))^r``), else None."""
+    if spec.has_offset[k] or spec.has_offset[base]:
+        return None
+    ratio = spec.scales[k] / spec.scales[base]
+    if ratio != round(ratio) or not 2 <= ratio <= MAX_POWER:
+        return None
+    return int(ratio)
+
+
+def _integer_power(x: torch.Tensor, exponent: int) -> torch.Tensor:  # pragma: no cover (compiled)
+    """``x ** exponent`` by repeated squaring (unrolled at trace time)."""
+    result: torch.Tensor | None = None
+    square = x
+    while exponent:
+        if exponent & 1:
+            result = square if result is None else result * square
+        exponent >>= 1
+        if exponent:
+            square = square * square
+    assert result is not None
+    return result
+
+
 def _gap_forward(  # pragma: no cover (compiled)
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -252,17 +295,22 @@ def _gap_forward(  # pragma: no cover (compiled)
     is_target = torch.arange(z.shape[1], device=z.device).view(1, -1, 1) == index
     pick = _picker(z.shape[1], is_target, index)
     z_target = pick(z)
+    shared = _shared_heads(spec)
     gaps, lses = [], []
     for k in range(len(spec.scales)):
-        y = _head_logits(z, k, spec, offsets).masked_fill(is_target, float("-inf"))
-        top = y.amax(1, keepdim=True)
-        lse = (y - top).clamp_min(spec.floor).exp().sum(1).log() + top.squeeze(1)
+        if shared[k] != k:
+            lse = lses[shared[k]]
+        else:
+            y = _head_logits(z, k, spec, offsets).masked_fill(is_target, float("-inf"))
+            top = y.amax(1, keepdim=True)
+            lse = (y - top).clamp_min(spec.floor).exp().sum(1).log() + top.squeeze(1)
         y_target = z_target * spec.scales[k]
         offset, shift = offsets[k], shifts[k]
+        # Per-class vectors read at the target the same way as the logits (vectorised).
         if offset is not None:
-            y_target = y_target + offset[target]
+            y_target = y_target + pick(offset.view(1, -1, 1).expand_as(z))
         if shift is not None:
-            y_target = y_target - shift[target]
+            y_target = y_target - pick(shift.view(1, -1, 1).expand_as(z))
         gaps.append(lse - y_target)
         lses.append(lse)
     value, derivatives, d_gamma = head_loss(gaps, gamma if spec.gamma is None else spec.gamma)
@@ -287,17 +335,45 @@ def _gap_backward(  # pragma: no cover (compiled)
     *,
     spec: _Spec,
 ) -> torch.Tensor:
-    """``Σ_k (w·ℓ'_k·g) ∂u_k/∂z`` as ``(N, C, S)`` in the logits' dtype."""
+    """``Σ_k (w·ℓ'_k·g) ∂u_k/∂z`` as ``(N, C, S)`` in the logits' dtype, with
+    ``∂u_k/∂z_j = a_k exp(y_kj − lse_k)`` for ``j ≠ t`` and ``−a_k`` at ``t``.
+
+    Heads with the same non-target transform share ``exp(y_j − lse)`` (their coefficients are
+    summed). A head whose scale is ``r`` times the smallest one's (no offsets) takes no ``exp``
+    of its own: with ``q_j = exp(a₀ z_j − lse₀)`` and ``m = max_{j≠t} z_j``,
+    ``b_j = q_j · exp(lse₀ − a₀ m) = exp(a₀ (z_j − m)) ≤ 1`` and
+    ``exp(y_kj − lse_k) = b_j^r · exp(a_k m − lse_k)``, every factor at most 1 (``b_j^r`` is
+    flushed to 0 below ``exp(floor)``, as the clamp does elsewhere)."""
     z = logits.to(spec.dtype)
     is_target = torch.arange(z.shape[1], device=z.device).view(1, -1, 1) == target.unsqueeze(1)
+    shared = _shared_heads(spec)
+    coefficients = [slopes[k] * upstream * spec.scales[k] for k in range(len(spec.scales))]
     total: torch.Tensor | None = None
     at_target: torch.Tensor | None = None
-    for k in range(len(spec.scales)):
-        coefficient = slopes[k] * upstream * spec.scales[k]
-        y = _head_logits(z, k, spec, offsets)
-        q = (y - lses[k].unsqueeze(1)).clamp_min(spec.floor).exp() * coefficient.unsqueeze(1)
-        total = q if total is None else total + q
-        at_target = -coefficient if at_target is None else at_target - coefficient
+    # The head with the smallest scale first: the others may be its powers.
+    order = sorted(range(len(spec.scales)), key=lambda k: spec.scales[k])
+    base = order[0]
+    for k in order:
+        at_target = -coefficients[k] if at_target is None else at_target - coefficients[k]
+    base_q: torch.Tensor | None = None
+    for k in order:
+        if shared[k] != k:
+            continue
+        coefficient = sum(coefficients[j] for j in range(len(shared)) if shared[j] == k)
+        lse = lses[k].unsqueeze(1)
+        power = _power_of(spec, k, base) if k != base else None
+        if power is not None and base_q is not None:
+            top = z.masked_fill(is_target, float("-inf")).amax(1, keepdim=True)
+            shifted = base_q * (lses[base].unsqueeze(1) - top * spec.scales[base]).exp()
+            powered = _integer_power(shifted, power)
+            q = torch.where(shifted > math.exp(spec.floor / power), powered, 0.0)
+            q = q * (top * spec.scales[k] - lse).exp()
+        else:
+            q = (_head_logits(z, k, spec, offsets) - lse).clamp_min(spec.floor).exp()
+        if k == base:
+            base_q = q
+        term = q * coefficient.unsqueeze(1)  # type: ignore[union-attr]
+        total = term if total is None else total + term
     assert total is not None and at_target is not None
     return torch.where(is_target, at_target.unsqueeze(1), total).to(logits.dtype)
 
@@ -350,12 +426,19 @@ def _labelled(  # pragma: no cover (compiled)
     if class_weight is None:
         weight = valid.to(dtype)
     else:
-        weight = torch.where(valid, class_weight[safe], 0.0)
+        index = safe.unsqueeze(1)
+        is_target = torch.arange(classes, device=logits.device).view(1, -1, 1) == index
+        picked = _picker(classes, is_target, index)(class_weight.view(1, -1, 1).expand_as(logits))
+        weight = torch.where(valid, picked, 0.0)
     if mean:
         scale = 1.0 / weight.sum().clamp_min(torch.finfo(dtype).tiny)
     else:
         scale = torch.ones((), dtype=dtype, device=logits.device)
-    invalid = (valid & ~in_range).any() | ~torch.isfinite(logits).all()
+    # A per-element sum over the classes is not finite when a logit is not (or, rarely, when
+    # huge logits overflow it: then the eager checks find nothing and let the loss run); it is
+    # fused with the loop over the classes, unlike a separate pass over all logits.
+    finite = torch.isfinite(logits.sum(1)).all()
+    invalid = (valid & ~in_range).any() | ~finite
     return safe, weight, scale, invalid
 
 
