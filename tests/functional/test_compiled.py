@@ -185,9 +185,10 @@ def test_one_pass_dual_focal_learnable_gamma_and_saturation(mode, gamma_value, r
 
 
 @pytest.mark.parametrize("num_classes", [2, 5])
-def test_lmf_official_runs_each_term_on_a_one_pass_kernel(mode, num_classes):
-    """lmf_official's two terms (LDAM by Σ Δ_t, focal by the count) each on a one-pass kernel:
-    equal to the authors' code (tests/reference.py: lmf_official) in value and gradient."""
+def test_lmf_official_runs_both_terms_on_one_one_pass_kernel(mode, num_classes):
+    """lmf_official's two terms, each with its own normaliser (LDAM by Σ Δ_t, focal by the
+    count), on one one-pass kernel: equal to the authors' code (tests/reference.py:
+    lmf_official) in value and gradient."""
     import reference as ref
     from cases import COUNTS
 
@@ -200,7 +201,7 @@ def test_lmf_official_runs_each_term_on_a_one_pass_kernel(mode, num_classes):
     x = z.clone().requires_grad_()
     loss = ti.LMFLoss.official(COUNTS[num_classes])(x, t)
     loss.backward()
-    assert _compiled.kernel_runs().get("compiled-one-pass", 0) == 2
+    assert _compiled.kernel_runs().get("compiled-one-pass", 0) == 1
     torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(x.grad, expected_grad, rtol=1e-9, atol=1e-11)
 
@@ -370,3 +371,22 @@ def test_lmf_backward_powers_match_float64_when_saturated(mode, spread):
             assert _compiled.kernel_runs().get("compiled-one-pass", 0) == 1
     torch.testing.assert_close(results["always"][0], results["never"][0], rtol=2e-5, atol=1e-6)
     torch.testing.assert_close(results["always"][1], results["never"][1], rtol=2e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_lmf_official_one_pass_matches_eager_terms_with_ignored_elements(mode, reduction):
+    """The one kernel's per-term normalisers (LDAM by Σ Δ_t over the labelled elements, focal
+    by their count) against the eager path, which reduces each term on its own."""
+    z, t = make_batch("multiclass", (3, 4, 5, 6), 0.25)
+    counts = [40, 12, 5, 2]
+    results = {}
+    for value in ("always", "never"):
+        mode(value)
+        _compiled.kernel_runs(reset=True)
+        x = z.clone().requires_grad_()
+        loss = TF.lmf_loss(x, t, counts, variant="official", reduction=reduction)
+        loss.backward()
+        results[value] = (loss.detach(), x.grad)
+        assert _compiled.kernel_runs().get("compiled-one-pass", 0) == (value == "always")
+    torch.testing.assert_close(results["always"][0], results["never"][0], rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(results["always"][1], results["never"][1], rtol=1e-10, atol=1e-12)

@@ -162,15 +162,19 @@ def one_pass_kernel(
     gamma: float | None,
     wants_gamma: bool,
     ignore_index: int,
-    mean: bool,
+    normalisers: tuple[str, ...],
 ) -> Callable[..., Any]:
     """Compiled ``(logits, raw target, class weight, offsets, shifts, γ) -> (reduced loss,
     gradient, ∂/∂γ, invalid-input flag)`` for one configuration (cached): the ignore mask, the
     class weights, the mean's denominator, the value checks, the forward and the closed-form
     gradient of :func:`_gap_forward` / :func:`_gap_backward`, fused so that each logit is read
-    once and its gradient written once."""
+    once and its gradient written once.
+
+    ``normalisers``: ``("sum",)`` or ``("weight",)`` (a mean over ``Σ w_i``) for the whole
+    loss, or one per head (``"sum"``, ``"weight"`` or ``"count"``: the number of labelled
+    elements), handed to ``head_loss`` as ``term_scales`` (LMF as the authors wrote it)."""
     spec = _Spec(scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma)
-    key = ("one-pass", _head_key(head_loss), spec, ignore_index, mean)
+    key = ("one-pass", _head_key(head_loss), spec, ignore_index, normalisers)
     if key not in _kernels:
         number = len(_kernels)
         kernel = _specialise(
@@ -179,7 +183,7 @@ def one_pass_kernel(
             spec=spec,
             head_loss=head_loss,
             ignore_index=ignore_index,
-            mean=mean,
+            normalisers=normalisers,
         )
         _kernels[key] = (torch.compile(kernel), kernel)
     return _kernels[key][0]
@@ -389,15 +393,24 @@ def _gap_forward_with_gradient(  # pragma: no cover (compiled)
     spec: _Spec,
     head_loss: Callable[..., Any],
     ignore_index: int,
-    mean: bool,
+    normalisers: tuple[str, ...],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The reduced loss (``F.cross_entropy``'s convention: a mean divides by ``Σ w_i`` over
     the labelled elements), its gradient with respect to the logits and (when asked for) to γ,
     from the raw targets: the same two functions as the two-pass kernels, which the compiler
     fuses with the masking and weighting into one loop over the logits."""
+    per_term = len(normalisers) > 1
+    mean = normalisers == ("weight",)
     safe, weight, scale, invalid = _labelled(
         logits, target, class_weight, ignore_index, mean, spec.dtype
     )
+    if per_term:
+        tiny = torch.finfo(spec.dtype).tiny
+        totals = {"weight": weight.sum(), "count": (target != ignore_index).sum().to(spec.dtype)}
+        term_scales = [
+            scale if kind == "sum" else 1.0 / totals[kind].clamp_min(tiny) for kind in normalisers
+        ]
+        head_loss = functools.partial(head_loss, term_scales=term_scales)
     loss, lses, slopes, d_gamma = _gap_forward(
         logits, safe, weight, offsets, shifts, gamma, spec=spec, head_loss=head_loss
     )

@@ -463,15 +463,17 @@ def reduced_gap_loss(
     then reduced. ``checks``: the value checks still to run (see ``_common.prepare``).
     """
     if one_pass_wanted(logits, reduction):
-        spec = _spec_key(heads, dtype, gamma)
-        offsets, shifts = _head_tensors(heads, dtype, logits.device)
-        arguments = (_as_2d(target), class_weight_in(weight, dtype, logits.device), offsets, shifts)
-        result = one_pass_loss(
+        normalisers = ("weight",) if reduction == "mean" else ("sum",)
+        result = one_pass_gap_loss(
             logits,
-            gamma,
-            lambda: one_pass_kernel(head_loss, *spec, int(ignore_index), reduction == "mean"),
-            arguments,
+            target,
+            weight,
+            ignore_index,
+            heads,
+            head_loss,
             dtype,
+            normalisers,
+            gamma,
             checks,
         )
         if result is not None:
@@ -482,6 +484,34 @@ def reduced_gap_loss(
     element_weight = element_weights(safe_target, valid, weight, dtype)
     loss = gap_loss(logits, safe_target, element_weight, heads, head_loss, dtype, gamma)
     return finish_multiclass(loss, element_weight, reduction)
+
+
+def one_pass_gap_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    heads: tuple[GapHead, ...],
+    head_loss: HeadLoss,
+    dtype: torch.dtype,
+    normalisers: tuple[str, ...],
+    gamma: torch.Tensor | float = 0.0,
+    checks: Callable[[], None] | None = None,
+) -> torch.Tensor | None:
+    """A reduced target-gap loss on its compiled one-pass kernel, or None (the caller's eager
+    path then serves; call only where :func:`one_pass_wanted`). ``normalisers``: see
+    ``_compiled.one_pass_kernel`` (one per head: ``head_loss`` takes ``term_scales``)."""
+    spec = _spec_key(heads, dtype, gamma)
+    offsets, shifts = _head_tensors(heads, dtype, logits.device)
+    arguments = (_as_2d(target), class_weight_in(weight, dtype, logits.device), offsets, shifts)
+    return one_pass_loss(
+        logits,
+        gamma,
+        lambda: one_pass_kernel(head_loss, *spec, int(ignore_index), normalisers),
+        arguments,
+        dtype,
+        checks,
+    )
 
 
 def target_gap(

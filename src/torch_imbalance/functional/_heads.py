@@ -52,8 +52,14 @@ def lmf_head(
     *,
     ldam_weight: float,
     focal_weight: float,
+    term_scales: list[torch.Tensor] | None = None,
 ) -> Parts:
-    """``ℓ = λ_ldam softplus(u_ldam) + λ_focal σ(u_f)^γ softplus(u_f)`` (heads: LDAM, focal)."""
+    """``ℓ = λ_ldam softplus(u_ldam) + λ_focal σ(u_f)^γ softplus(u_f)`` (heads: LDAM, focal);
+    ``term_scales`` multiply the two terms (each term's own normaliser, as the authors' code
+    has it)."""
+    if term_scales is not None:
+        ldam_weight = ldam_weight * term_scales[0]  # type: ignore[assignment]
+        focal_weight = focal_weight * term_scales[1]  # type: ignore[assignment]
     ldam, (ldam_slope,), _ = _focal_parts(gaps[0], 0.0)
     focal, (focal_slope,), focal_d_gamma = _focal_parts(gaps[1], gamma)
     value = ldam_weight * ldam + focal_weight * focal

@@ -24,7 +24,13 @@ from torch_imbalance.functional._common import (
     prepare,
     softplus,
 )
-from torch_imbalance.functional._fused import GapHead, reduced_gap_loss, target_gap
+from torch_imbalance.functional._fused import (
+    GapHead,
+    one_pass_gap_loss,
+    one_pass_wanted,
+    reduced_gap_loss,
+    target_gap,
+)
 from torch_imbalance.functional._heads import cross_entropy_head, focal_head, lmf_head
 from torch_imbalance.functional.focal import multilabel_focal_terms
 from torch_imbalance.functional.ldam import ldam_head, multilabel_ldam_terms, resolve_margins
@@ -169,9 +175,26 @@ def lmf_loss(
             input, target, weight, ignore_index, heads, head, dtype, reduction, gamma, checks=checks
         )
     if reduction != "none":
-        # Each term on its own fused kernel (one-pass when compiled): LDAM weighted by the
-        # margins and divided by their sum, focal weighted by the margins and divided by the
-        # number of labelled elements (the authors' two normalisers).
+        # LDAM weighted by the margins and divided by their sum, focal weighted by the margins
+        # and divided by the number of labelled elements (the authors' two normalisers): one
+        # compiled pass for both terms, else each term on its own fused kernel.
+        official = functools.partial(lmf_head, ldam_weight=ldam_weight, focal_weight=focal_weight)
+        if one_pass_wanted(input, reduction):
+            normalisers = ("weight", "count") if reduction == "mean" else ("sum",)
+            result = one_pass_gap_loss(
+                input,
+                target,
+                margins,
+                ignore_index,
+                heads,
+                official,
+                dtype,
+                normalisers,
+                gamma,
+                checks,
+            )
+            if result is not None:
+                return result
         ldam = reduced_gap_loss(
             input,
             target,
