@@ -390,3 +390,24 @@ def test_lmf_official_one_pass_matches_eager_terms_with_ignored_elements(mode, r
         assert _compiled.kernel_runs().get("compiled-one-pass", 0) == (value == "always")
     torch.testing.assert_close(results["always"][0], results["never"][0], rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(results["always"][1], results["never"][1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("gamma_value", [1.0, 1.7])
+def test_one_pass_dual_focal_float32_far_apart_logits(mode, gamma_value):
+    """float32 Dual Focal kernel with logits farther apart than float32's exp range (one exp
+    per logit, centred on the largest class outside {t, j*}) against the float64 eager kernel."""
+    z, t = make_batch("multiclass", (3, 5, 4, 4), 0.0)
+    z[0, :, 0, 0] = torch.tensor([120.0, -120.0, 0.0, 1.0, 2.0], dtype=torch.float64)
+    z[1, :, 0, 0] = torch.tensor([-100.0, 100.0, 99.0, 0.0, 0.0], dtype=torch.float64)
+    z[2, :, 0, 0] = torch.tensor([0.0, 0.0, 200.0, -5.0, 3.0], dtype=torch.float64)
+    t[0, 0, 0], t[1, 0, 0], t[2, 0, 0] = 0, 1, 4
+    settings = {"rho": 1.0, "beta": 0.8, "alpha": 1.2, "gamma": gamma_value}
+    results = {}
+    for value, dtype in (("always", torch.float32), ("never", torch.float64)):
+        mode(value)
+        x = z.detach().to(dtype).requires_grad_()
+        loss = TF.dual_focal_loss(x, t, **settings)
+        loss.backward()
+        results[value] = (loss.detach().double(), x.grad.double())
+    torch.testing.assert_close(results["always"][0], results["never"][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(results["always"][1], results["never"][1], rtol=1e-4, atol=1e-6)

@@ -310,11 +310,10 @@ def _gap_forward(  # pragma: no cover (compiled)
             lse = (y - top).clamp_min(spec.floor).exp().sum(1).log() + top.squeeze(1)
         y_target = z_target * spec.scales[k]
         offset, shift = offsets[k], shifts[k]
-        # Per-class vectors read at the target the same way as the logits (vectorised).
         if offset is not None:
-            y_target = y_target + pick(offset.view(1, -1, 1).expand_as(z))
+            y_target = y_target + offset[target]
         if shift is not None:
-            y_target = y_target - pick(shift.view(1, -1, 1).expand_as(z))
+            y_target = y_target - shift[target]
         gaps.append(lse - y_target)
         lses.append(lse)
     value, derivatives, d_gamma = head_loss(gaps, gamma if spec.gamma is None else spec.gamma)
@@ -439,10 +438,7 @@ def _labelled(  # pragma: no cover (compiled)
     if class_weight is None:
         weight = valid.to(dtype)
     else:
-        index = safe.unsqueeze(1)
-        is_target = torch.arange(classes, device=logits.device).view(1, -1, 1) == index
-        picked = _picker(classes, is_target, index)(class_weight.view(1, -1, 1).expand_as(logits))
-        weight = torch.where(valid, picked, 0.0)
+        weight = torch.where(valid, class_weight[safe], 0.0)
     if mean:
         scale = 1.0 / weight.sum().clamp_min(torch.finfo(dtype).tiny)
     else:
@@ -520,21 +516,26 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     others = z.masked_fill(is_t, float("-inf"))
     top, j_star = others.max(1, keepdim=True)
     is_star = c_index == j_star
-    shifted_exp = (others - top).exp()  # 0 at t, 1 at j*
-    lse_others = top + shifted_exp.sum(1, keepdim=True).log()
+    outside = ~(is_t | is_star)  # the classes c ∉ {t, j*}
+    # One exp per logit, centred on the largest of the classes ∉ {t, j*} (exact for the terms
+    # that matter however far apart the logits are); with 2 classes there are none.
+    rest_top = z.masked_fill(~outside, float("-inf")).amax(1, keepdim=True)
+    has_rest = torch.isfinite(rest_top)
+    rest_top = torch.where(has_rest, rest_top, top)
+    e = torch.where(outside, (z - rest_top).clamp_min(floor).exp(), 0.0)
+    rest_sum = e.sum(1, keepdim=True)  # >= 1 with a rest, 0 without
+    lse_others = top + torch.log1p(rest_sum * (rest_top - top).exp())
     lse = torch.logaddexp(lse_others, z_t)
     gap = lse_others - z_t  # u: CE = softplus(u), 1 − p_t = σ(u)
-    # log(1 − p_{j*}) from the classes other than j*, re-centred on their own maximum.
-    rest = others.masked_fill(is_star, float("-inf"))
-    rest_top = rest.amax(1, keepdim=True)
-    rest_top = torch.where(torch.isfinite(rest_top), rest_top, 0.0)
-    rest_lse = rest_top + (rest - rest_top).exp().sum(1, keepdim=True).log()
+    rest_lse = torch.where(has_rest, rest_top + rest_sum.log(), float("-inf"))
     log1m_p_star = torch.logaddexp(z_t, rest_lse) - lse
     log_p = z - lse
     log_p_star = top - lse
     p_star = log_p_star.exp()
-    outside = ~(is_t | is_star)  # the classes c ∉ {t, j*}
-    p = torch.where(outside, shifted_exp * p_star, 0.0)  # p_c = e^{z_c − top} p*: no new exp
+    p = e * (rest_top - lse).exp()  # p_c = e_c e^{rest_top − lse}: no new exp
+    # w_c = p_c / (1 − p*) = e_c / (e^{z_t − rest_top} + Σ e): a per-element reciprocal.
+    tiny = torch.finfo(dtype).tiny
+    w = e * (1.0 / ((z_t - rest_top).exp() + rest_sum).clamp_min(tiny))
     value = F.softplus(gap)
     ratio_sum = torch.zeros_like(gap)
     log_rho_star = log1m_p_star
@@ -564,7 +565,6 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
         power_sum = power.sum(1, keepdim=True) + power_star
         value = value + alpha * (sig_gamma + power_sum)
     # The gradient, per class c ∉ {t, j*}: G = w_c·(k_p (1 − p*) + k_w) + αγ p_c^γ + β r_c.
-    w = torch.where(outside, (log_p - log1m_p_star).clamp_min(floor).exp(), 0.0)
     one_m_p_star = log1m_p_star.exp()
     p_t = torch.sigmoid(-gap)
     log_p_t = F.logsigmoid(-gap)
