@@ -142,7 +142,7 @@ def gap_kernels(
     A float ``gamma`` is compiled in as a constant (``None``: γ is a tensor argument);
     ``wants_gamma`` adds the ``∂ℓ/∂γ`` output.
     """
-    spec = _Spec(scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma)
+    spec = GapSpec(scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma)
     key = (_head_key(head_loss), spec)
     if key not in _kernels:
         number = len(_kernels)
@@ -173,7 +173,7 @@ def one_pass_kernel(
     ``normalisers``: ``("sum",)`` or ``("weight",)`` (a mean over ``Σ w_i``) for the whole
     loss, or one per head (``"sum"``, ``"weight"`` or ``"count"``: the number of labelled
     elements), handed to ``head_loss`` as ``term_scales`` (LMF as the authors wrote it)."""
-    spec = _Spec(scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma)
+    spec = GapSpec(scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma)
     key = ("one-pass", _head_key(head_loss), spec, ignore_index, normalisers)
     if key not in _kernels:
         number = len(_kernels)
@@ -202,7 +202,7 @@ def _specialise(function: Callable[..., Any], number: int, **keywords: Any) -> C
 
 
 @dataclass(frozen=True)
-class _Spec:
+class GapSpec:
     """The static part of a configuration (baked into the compiled code; hashable key)."""
 
     scales: tuple[float, ...]
@@ -215,7 +215,7 @@ class _Spec:
 
 
 def _head_logits(  # pragma: no cover (compiled)
-    z: torch.Tensor, k: int, spec: _Spec, offsets: list[torch.Tensor | None]
+    z: torch.Tensor, k: int, spec: GapSpec, offsets: list[torch.Tensor | None]
 ) -> torch.Tensor:
     y = z * spec.scales[k] if spec.scales[k] != 1.0 else z
     offset = offsets[k]
@@ -243,7 +243,7 @@ def _picker(  # pragma: no cover (compiled)
 MAX_POWER = 64
 
 
-def _shared_heads(spec: _Spec) -> list[int]:
+def _shared_heads(spec: GapSpec) -> list[int]:
     """Per head, the first head with the same transform of the non-target logits (same scale,
     no offset; a target shift does not change ``lse_{j≠t}``): those share one ``exp`` per
     logit and one ``lse`` (LMF on the cosine head, where both terms see ``s·z``)."""
@@ -256,7 +256,7 @@ def _shared_heads(spec: _Spec) -> list[int]:
     return first
 
 
-def _power_of(spec: _Spec, k: int, base: int) -> int | None:
+def _power_of(spec: GapSpec, k: int, base: int) -> int | None:
     """``a_k / a_base`` when it is an integer in ``[2, MAX_POWER]`` and neither head has an
     offset (then ``exp(a_k (z − m)) = exp(a_base (z − m))^r``), else None."""
     if spec.has_offset[k] or spec.has_offset[base]:
@@ -281,26 +281,26 @@ def _integer_power(x: torch.Tensor, exponent: int) -> torch.Tensor:  # pragma: n
     return result
 
 
-def _gap_forward(  # pragma: no cover (compiled)
-    logits: torch.Tensor,
+def gap_values(  # pragma: no cover (compiled)
+    z: torch.Tensor,
     target: torch.Tensor,
-    element_weight: torch.Tensor,
     offsets: list[torch.Tensor | None],
     shifts: list[torch.Tensor | None],
-    gamma: torch.Tensor,
     *,
-    spec: _Spec,
-    head_loss: Callable[..., Any],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """``(N, C, S)`` logits -> loss, ``lse_{j≠t}`` per head, ``w·∂ℓ/∂u`` per head and, when
-    asked for, ``w·∂ℓ/∂γ``."""
-    z = logits.to(spec.dtype)
+    spec: GapSpec,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per head ``k``, the gap ``u_k = lse_{j≠t} y_k − y_{k,t}`` and ``lse_{j≠t} y_k``
+    (``(N, S)`` each) of ``(N, C, S)`` logits in the compute dtype: the one whole-tensor
+    definition, which the compiled kernels and, under a caller's ``torch.compile``, the traced
+    losses (differentiated by autograd there) both use; the eager chunks compute the same in
+    place (``_fused._chunk_gaps``)."""
     index = target.unsqueeze(1)
     is_target = torch.arange(z.shape[1], device=z.device).view(1, -1, 1) == index
     pick = _picker(z.shape[1], is_target, index)
     z_target = pick(z)
     shared = _shared_heads(spec)
-    gaps, lses = [], []
+    gaps: list[torch.Tensor] = []
+    lses: list[torch.Tensor] = []
     for k in range(len(spec.scales)):
         if shared[k] != k:
             lse = lses[shared[k]]
@@ -316,6 +316,23 @@ def _gap_forward(  # pragma: no cover (compiled)
             y_target = y_target - shift[target]
         gaps.append(lse - y_target)
         lses.append(lse)
+    return gaps, lses
+
+
+def _gap_forward(  # pragma: no cover (compiled)
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    element_weight: torch.Tensor,
+    offsets: list[torch.Tensor | None],
+    shifts: list[torch.Tensor | None],
+    gamma: torch.Tensor,
+    *,
+    spec: GapSpec,
+    head_loss: Callable[..., Any],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(N, C, S)`` logits -> loss, ``lse_{j≠t}`` per head, ``w·∂ℓ/∂u`` per head and, when
+    asked for, ``w·∂ℓ/∂γ``."""
+    gaps, lses = gap_values(logits.to(spec.dtype), target, offsets, shifts, spec=spec)
     value, derivatives, d_gamma = head_loss(gaps, gamma if spec.gamma is None else spec.gamma)
     weight = element_weight.to(spec.dtype)
     slopes = torch.stack([d * weight for d in derivatives])
@@ -336,7 +353,7 @@ def _gap_backward(  # pragma: no cover (compiled)
     upstream: torch.Tensor,
     offsets: list[torch.Tensor | None],
     *,
-    spec: _Spec,
+    spec: GapSpec,
 ) -> torch.Tensor:
     """``Σ_k (w·ℓ'_k·g) ∂u_k/∂z`` as ``(N, C, S)`` in the logits' dtype, with
     ``∂u_k/∂z_j = a_k exp(y_kj − lse_k)`` for ``j ≠ t`` and ``−a_k`` at ``t``.
@@ -389,7 +406,7 @@ def _gap_forward_with_gradient(  # pragma: no cover (compiled)
     shifts: list[torch.Tensor | None],
     gamma: torch.Tensor,
     *,
-    spec: _Spec,
+    spec: GapSpec,
     head_loss: Callable[..., Any],
     ignore_index: int,
     normalisers: tuple[str, ...],

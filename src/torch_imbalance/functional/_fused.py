@@ -36,8 +36,10 @@ from torch.autograd.function import once_differentiable
 from torch_imbalance._reduce import element_weights, finish_multiclass, split_ignored
 from torch_imbalance._types import Reduction
 from torch_imbalance.functional._compiled import (
+    GapSpec,
     compile_broken,
     gap_kernels,
+    gap_values,
     mark_broken,
     one_pass_kernel,
     record_run,
@@ -348,7 +350,7 @@ def gap_loss(
     derivatives with respect to each gap and, for a tensor ``gamma``, with respect to γ.
     """
     if torch.compiler.is_compiling():
-        gaps = [_composite_gap(logits, safe_target, head, dtype) for head in heads]
+        gaps = _traced_gaps(logits, safe_target, heads, dtype)
         return head_loss(gaps, gamma)[0] * element_weight.to(dtype)
     return _GapLoss.apply(logits, safe_target, element_weight, heads, head_loss, dtype, gamma)
 
@@ -527,21 +529,20 @@ def target_gap(
     """
     if torch.compiler.is_compiling():
         # Under torch.compile the plain differentiable form is traced and fused by the compiler.
-        return torch.stack([_composite_gap(logits, safe_target, head, dtype) for head in heads])
+        return torch.stack(_traced_gaps(logits, safe_target, heads, dtype))
     return _TargetGap.apply(logits, safe_target, heads, dtype)
 
 
-def _composite_gap(
-    logits: torch.Tensor, safe_target: torch.Tensor, head: GapHead, dtype: torch.dtype
-) -> torch.Tensor:
-    y = logits.to(dtype) * head.scale
-    if head.offset is not None:
-        y = y + head.offset.to(dtype).view(1, -1, *([1] * (y.ndim - 2)))
-    index = safe_target.unsqueeze(1)
-    y_target = y.gather(1, index).squeeze(1)
-    if head.shift is not None:
-        y_target = y_target - head.shift.to(dtype)[safe_target]
-    return torch.logsumexp(y.scatter(1, index, float("-inf")), dim=1) - y_target
+def _traced_gaps(
+    logits: torch.Tensor, safe_target: torch.Tensor, heads: tuple[GapHead, ...], dtype: torch.dtype
+) -> list[torch.Tensor]:
+    """Each head's gap ``(N, *)`` from the compiled kernels' definition
+    (``_compiled.gap_values``), as plain differentiable ops for a caller's ``torch.compile``."""
+    spec = GapSpec(*_spec_key(heads, dtype, 0.0))
+    offsets, shifts = _head_tensors(heads, dtype, logits.device)
+    z = _as_3d(logits).to(dtype)
+    gaps, _ = gap_values(z, _as_2d(safe_target), offsets, shifts, spec=spec)
+    return [gap.view(safe_target.shape) for gap in gaps]
 
 
 # ---------------------------------------------------------------------------------- chunkwise
