@@ -411,3 +411,19 @@ def test_one_pass_dual_focal_float32_far_apart_logits(mode, gamma_value):
         results[value] = (loss.detach().double(), x.grad.double())
     torch.testing.assert_close(results["always"][0], results["never"][0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(results["always"][1], results["never"][1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("ignore_index", [-100, 2])
+def test_label_counts_compiled_and_eager_match_bincount(mode, ignore_index):
+    """The adaptive weights' per-batch class counts: one compiled loop (few classes, large
+    input) or scatter_add, both equal to bincount of the kept labels."""
+    target = torch.randint(0, 5, (3, 17, 19))
+    target[0, :4] = -100
+    kept = target[(target != ignore_index) & (target >= 0)]
+    expected = torch.bincount(kept, minlength=5).to(torch.float32)
+    for value in ("always", "never"):
+        mode(value)
+        _compiled.kernel_runs(reset=True)
+        got = _compiled.label_counts(target, 5, ignore_index)
+        torch.testing.assert_close(got, expected)
+        assert _compiled.kernel_runs().get("compiled-counts", 0) == (value == "always")

@@ -760,3 +760,45 @@ def _multilabel_forward_with_gradient(  # pragma: no cover (compiled)
         labels = labels & (target != ignore_index)
     invalid = labels.any() | ~torch.isfinite(logits).all()
     return loss, grad, d_gamma, invalid
+
+
+# ------------------------------------------------------------------------------ label counts
+def label_counts(target: torch.Tensor, num_classes: int, ignore_index: int | None) -> torch.Tensor:
+    """How many elements of ``target`` hold each class ``(C,)`` (float32; ``ignore_index`` and
+    values outside ``[0, C)`` not counted), with no host sync. Large inputs with few classes
+    are counted in one compiled loop (one accumulator per class); otherwise by ``scatter_add``."""
+    if wants_compiled(target) and num_classes <= MASKED_SUM_CLASSES:
+        key = ("label-counts", num_classes, ignore_index)
+        try:
+            if key not in _kernels:
+                kernel = _specialise(
+                    _label_counts, len(_kernels), num_classes=num_classes, ignore_index=ignore_index
+                )
+                _kernels[key] = (torch.compile(kernel), kernel)
+            counts = _kernels[key][0](target)
+        except Exception as error:
+            mark_broken(error)
+        else:
+            record_run("compiled-counts")
+            return counts
+    flat = target.reshape(-1).long()
+    keep = (flat >= 0) & (flat < num_classes)
+    if ignore_index is not None:
+        keep &= flat != ignore_index
+    bins = torch.where(keep, flat, num_classes)  # an extra bin for what is not counted
+    ones = torch.ones((), device=target.device).expand(bins.shape)  # no full-size buffer
+    counts = torch.zeros(num_classes + 1, device=target.device).scatter_add_(0, bins, ones)
+    return counts[:num_classes]
+
+
+def _label_counts(  # pragma: no cover (compiled)
+    target: torch.Tensor, *, num_classes: int, ignore_index: int | None
+) -> torch.Tensor:
+    flat = target.reshape(-1)
+    zero = torch.zeros((), dtype=torch.float32, device=target.device)
+    return torch.stack(
+        [
+            zero if c == ignore_index else (flat == c).sum().to(torch.float32)
+            for c in range(num_classes)
+        ]
+    )

@@ -8,6 +8,7 @@ from torch import nn
 
 from torch_imbalance._checks import as_class_counts, check_range
 from torch_imbalance._types import Task
+from torch_imbalance.functional._compiled import label_counts
 
 #: Frequencies are floored here so that a class absent from the data gets a large, finite weight.
 MIN_FREQUENCY = 1e-6
@@ -69,11 +70,7 @@ class AdaptiveClassWeights(nn.Module):
         """Fold the class frequencies of ``target`` into the running estimate."""
         num_classes = self.frequencies.numel()
         if task == "multiclass":
-            # Ignored elements go to an extra bin; scatter_add avoids bincount's host sync.
-            bins = torch.where(target != ignore_index, target, num_classes).long().flatten()
-            counts = torch.zeros(num_classes + 1, device=target.device)
-            counts = counts.scatter_add_(0, bins, torch.ones_like(bins, dtype=counts.dtype))
-            counts = counts[:num_classes]
+            counts = label_counts(target, num_classes, ignore_index)
         else:
             positive = target == 1
             counts = positive.transpose(0, 1).reshape(num_classes, -1).sum(1)
