@@ -392,7 +392,7 @@ def test_lmf_official_one_pass_matches_eager_terms_with_ignored_elements(mode, r
     torch.testing.assert_close(results["always"][1], results["never"][1], rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("gamma_value", [1.0, 1.7])
+@pytest.mark.parametrize("gamma_value", [0.4, 1.0, 1.7])
 def test_one_pass_dual_focal_float32_far_apart_logits(mode, gamma_value):
     """float32 Dual Focal kernel with logits farther apart than float32's exp range (one exp
     per logit, centred on the largest class outside {t, j*}) against the float64 eager kernel."""
@@ -400,7 +400,8 @@ def test_one_pass_dual_focal_float32_far_apart_logits(mode, gamma_value):
     z[0, :, 0, 0] = torch.tensor([120.0, -120.0, 0.0, 1.0, 2.0], dtype=torch.float64)
     z[1, :, 0, 0] = torch.tensor([-100.0, 100.0, 99.0, 0.0, 0.0], dtype=torch.float64)
     z[2, :, 0, 0] = torch.tensor([0.0, 0.0, 200.0, -5.0, 3.0], dtype=torch.float64)
-    t[0, 0, 0], t[1, 0, 0], t[2, 0, 0] = 0, 1, 4
+    z[2, :, 1, 1] = torch.tensor([-150.0, 30.0, 0.0, 1.0, 2.0], dtype=torch.float64)
+    t[0, 0, 0], t[1, 0, 0], t[2, 0, 0], t[2, 1, 1] = 0, 1, 4, 1
     settings = {"rho": 1.0, "beta": 0.8, "alpha": 1.2, "gamma": gamma_value}
     results = {}
     for value, dtype in (("always", torch.float32), ("never", torch.float64)):

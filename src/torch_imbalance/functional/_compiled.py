@@ -602,13 +602,14 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
         assert power is not None and power_sum is not None and power_star is not None
         grad = grad + (g_gamma * alpha) * power
         k_p = k_p - alpha * g_gamma * power_sum
-        # σ(u)^γ p_t q_c: for γ ≥ 1 a per-element factor σ(u)^{γ−1} ≤ 1 on w_c (1 − p*) = p_c;
-        # for γ < 1 its own bounded exp per class.
+        # σ(u)^γ p_t q_c = p_c σ(u)^{γ−1}: a per-element factor on p_c (no exp per class).
+        # p_c ≤ σ(u) bounds the product by σ(u)^γ; the factor (large only for γ < 1 and
+        # σ(u) → 0) is capped below overflow, which changes only terms below exp(−cap·γ/(1−γ)).
         focal_scale = (g_gamma - 1) * log_sig
         if fixed_gamma == 1.0:  # exp(log p_c + 0) = p_c
             focal_extra = p
         else:
-            focal_extra = torch.where(outside, (log_p + focal_scale).clamp_min(floor).exp(), 0.0)
+            focal_extra = p * focal_scale.clamp_max(-floor - 7.0).exp()
         grad = grad + (alpha * g_gamma) * p_t * focal_extra
         at_target = at_target - alpha * g_gamma * (p_t * power_sum + sig_gamma * p_t)
         star_focal = p_t * torch.exp(log_p_star + focal_scale)
