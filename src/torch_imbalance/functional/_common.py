@@ -105,10 +105,18 @@ def check_gamma(gamma: GammaLike) -> None:
 Checks = Callable[[], None] | None
 
 
-def _deferred(validate: bool, input: torch.Tensor, reduction: Reduction) -> bool:
-    """Whether the value checks run inside the one-pass kernel instead of as separate passes
-    over the logits and targets (see ``_fused.one_pass_loss``)."""
-    return validate and one_pass_wanted(input, reduction)
+def _run_or_defer(
+    checks: Callable[[], None], validate: bool, input: torch.Tensor, reduction: Reduction
+) -> Checks:
+    """Run the value checks now, or return them to the caller when a one-pass kernel will do
+    them in its own loops instead of separate passes over the logits and targets (see
+    ``_fused.one_pass_loss``); None when there is nothing (left) to check."""
+    if not validate:
+        return None
+    if one_pass_wanted(input, reduction):
+        return checks
+    checks()
+    return None
 
 
 def prepare_multiclass(
@@ -132,11 +140,7 @@ def prepare_multiclass(
         check_logits(input)
         check_multiclass_target(input, target, ignore_index)
 
-    if _deferred(validate, input, reduction):
-        return compute_dtype(input), target, checks
-    if validate:
-        checks()
-    return compute_dtype(input), target, None
+    return compute_dtype(input), target, _run_or_defer(checks, validate, input, reduction)
 
 
 def prepare_multilabel(
@@ -158,11 +162,7 @@ def prepare_multilabel(
         check_logits(input)
         check_multilabel_target(input, target, ignore_index)
 
-    if _deferred(validate, input, reduction):
-        return compute_dtype(input), target, checks
-    if validate:
-        checks()
-    return compute_dtype(input), target, None
+    return compute_dtype(input), target, _run_or_defer(checks, validate, input, reduction)
 
 
 def prepare(
