@@ -294,21 +294,28 @@ def test_compiled_multilabel_learnable_gamma(mode):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.fixture
+def value_checks(monkeypatch):
+    """The ``validate`` argument of every ``check_logits`` call made by the losses' ``prepare``
+    (False: shapes only; True: a pass over the values)."""
+    calls = []
+    real_check_logits = _common.check_logits
+
+    def counting_check_logits(input, validate=True):
+        calls.append(validate)
+        return real_check_logits(input, validate)
+
+    monkeypatch.setattr(_common, "check_logits", counting_check_logits)
+    return calls
+
+
 @pytest.mark.parametrize("loss_fn", [TF.focal_loss, TF.dual_focal_loss], ids=["focal", "dual"])
 @pytest.mark.parametrize("classes", [4, 40])
-def test_one_pass_kernel_checks_values_in_its_loop(mode, monkeypatch, loss_fn, classes):
+def test_one_pass_kernel_checks_values_in_its_loop(mode, value_checks, loss_fn, classes):
     """The one-pass kernel finds NaN/inf logits and labels out of range in the loop that reads
     them (no separate passes): the same errors as the eager checks; ``validate=False`` neither
     raises nor breaks the compiled path (an out-of-range label is never used as an index)."""
     mode("always")
-    value_checks = []
-    real_check_logits = _common.check_logits
-
-    def counting_check_logits(input, validate=True):
-        value_checks.append(validate)
-        return real_check_logits(input, validate)
-
-    monkeypatch.setattr(_common, "check_logits", counting_check_logits)
     z, t = make_batch("multiclass", (2, classes, 3, 3), 0.2)
     _compiled.kernel_runs(reset=True)
     assert torch.isfinite(loss_fn(z, t))
@@ -326,16 +333,8 @@ def test_one_pass_kernel_checks_values_in_its_loop(mode, monkeypatch, loss_fn, c
     assert not _compiled.compile_broken()
 
 
-def test_multilabel_one_pass_kernel_checks_values_in_its_loop(mode, monkeypatch):
+def test_multilabel_one_pass_kernel_checks_values_in_its_loop(mode, value_checks):
     mode("always")
-    value_checks = []
-    real_check_logits = _common.check_logits
-
-    def counting_check_logits(input, validate=True):
-        value_checks.append(validate)
-        return real_check_logits(input, validate)
-
-    monkeypatch.setattr(_common, "check_logits", counting_check_logits)
     z, t = make_batch("multilabel", (2, 3, 4, 4), 0.2)
     _compiled.kernel_runs(reset=True)
     assert torch.isfinite(TF.focal_loss(z, t, task="multilabel"))

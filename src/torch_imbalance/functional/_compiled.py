@@ -175,18 +175,14 @@ def one_pass_kernel(
     elements), handed to ``head_loss`` as ``term_scales`` (LMF as the authors wrote it)."""
     spec = GapSpec(scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma)
     key = ("one-pass", _head_key(head_loss), spec, ignore_index, normalisers)
-    if key not in _kernels:
-        number = len(_kernels)
-        kernel = _specialise(
-            _gap_forward_with_gradient,
-            number,
-            spec=spec,
-            head_loss=head_loss,
-            ignore_index=ignore_index,
-            normalisers=normalisers,
-        )
-        _kernels[key] = (torch.compile(kernel), kernel)
-    return _kernels[key][0]
+    return _cached_kernel(
+        key,
+        _gap_forward_with_gradient,
+        spec=spec,
+        head_loss=head_loss,
+        ignore_index=ignore_index,
+        normalisers=normalisers,
+    )
 
 
 def _specialise(function: Callable[..., Any], number: int, **keywords: Any) -> Callable[..., Any]:
@@ -199,6 +195,19 @@ def _specialise(function: Callable[..., Any], number: int, **keywords: Any) -> C
     copy = types.FunctionType(code, function.__globals__, code.co_name)
     copy.__kwdefaults__ = keywords
     return copy
+
+
+def _cached_kernel(
+    key: Hashable,
+    function: Callable[..., Any],
+    options: dict[str, Any] | None = None,
+    **keywords: Any,
+) -> Callable[..., Any]:
+    """The compiled copy of ``function`` with ``keywords`` bound, built once per ``key``."""
+    if key not in _kernels:
+        kernel = _specialise(function, len(_kernels), **keywords)
+        _kernels[key] = (torch.compile(kernel, options=options), kernel)
+    return _kernels[key][0]
 
 
 @dataclass(frozen=True)
@@ -484,22 +493,18 @@ def dual_focal_kernel(
     the multi-class Dual Focal loss for one configuration (cached); the formulas are those of
     ``_dual_focal_fused`` (its docstring derives them), written over the whole tensor."""
     key = ("dual-focal", alpha, beta, rho, gamma, wants_gamma, dtype, ignore_index, mean)
-    if key not in _kernels:
-        number = len(_kernels)
-        kernel = _specialise(
-            _dual_focal_forward_with_gradient,
-            number,
-            alpha=alpha,
-            beta=beta,
-            rho=rho,
-            fixed_gamma=gamma,
-            wants_gamma=wants_gamma,
-            dtype=dtype,
-            ignore_index=ignore_index,
-            mean=mean,
-        )
-        _kernels[key] = (torch.compile(kernel), kernel)
-    return _kernels[key][0]
+    return _cached_kernel(
+        key,
+        _dual_focal_forward_with_gradient,
+        alpha=alpha,
+        beta=beta,
+        rho=rho,
+        fixed_gamma=gamma,
+        wants_gamma=wants_gamma,
+        dtype=dtype,
+        ignore_index=ignore_index,
+        mean=mean,
+    )
 
 
 def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
@@ -643,21 +648,17 @@ def multilabel_kernel(
     per-entry function as the eager chunks, with the reduction; the compiler derives and fuses
     its backward (element-wise, so one loop each way)."""
     key = ("multilabel", chunk_fn, statics, tensor_names, learnable_gamma, ignore_index, reduction)
-    if key not in _kernels:
-        number = len(_kernels)
-        kernel = _specialise(
-            _multilabel_loss,
-            number,
-            chunk_fn=chunk_fn,
-            statics=dict(statics),
-            tensor_names=tensor_names,
-            learnable_gamma=learnable_gamma,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            finish=finish,
-        )
-        _kernels[key] = (torch.compile(kernel), kernel)
-    return _kernels[key][0]
+    return _cached_kernel(
+        key,
+        _multilabel_loss,
+        chunk_fn=chunk_fn,
+        statics=dict(statics),
+        tensor_names=tensor_names,
+        learnable_gamma=learnable_gamma,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        finish=finish,
+    )
 
 
 def _multilabel_loss(  # pragma: no cover (compiled)
@@ -679,6 +680,17 @@ def _multilabel_loss(  # pragma: no cover (compiled)
         settings["gamma"] = gamma
     loss = chunk_fn(logits, target, *params, ignore_index=ignore_index, **settings)
     return finish(loss, target, ignore_index, reduction)
+
+
+#: Inductor options for the multi-label one-pass kernels: recompute element-wise values in the
+#: gradient's loop instead of keeping them as full-size buffers between loops (measured on
+#: seg-4 LMF 33 -> 18 ms and 2 fewer 16 MiB buffers; the target-gap kernels gain nothing).
+_RECOMPUTE = {
+    "realize_reads_threshold": 100,
+    "realize_opcount_threshold": 100_000,
+    "realize_acc_reads_threshold": 100,
+    "realize_opusers_threshold": 100,
+}
 
 
 def multilabel_one_pass_kernel(
@@ -705,33 +717,19 @@ def multilabel_one_pass_kernel(
         ignore_index,
         reduction,
     )
-    if key not in _kernels:
-        number = len(_kernels)
-        kernel = _specialise(
-            _multilabel_forward_with_gradient,
-            number,
-            chunk_fn=chunk_fn,
-            statics=dict(statics),
-            tensor_names=tensor_names,
-            learnable_gamma=learnable_gamma,
-            wants_gamma=wants_gamma,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            finish=finish,
-        )
-        _kernels[key] = (torch.compile(kernel, options=_RECOMPUTE), kernel)
-    return _kernels[key][0]
-
-
-#: Inductor options for the multi-label one-pass kernels: recompute element-wise values in the
-#: gradient's loop instead of keeping them as full-size buffers between loops (measured on
-#: seg-4 LMF 33 -> 18 ms and 2 fewer 16 MiB buffers; the target-gap kernels gain nothing).
-_RECOMPUTE = {
-    "realize_reads_threshold": 100,
-    "realize_opcount_threshold": 100_000,
-    "realize_acc_reads_threshold": 100,
-    "realize_opusers_threshold": 100,
-}
+    return _cached_kernel(
+        key,
+        _multilabel_forward_with_gradient,
+        _RECOMPUTE,
+        chunk_fn=chunk_fn,
+        statics=dict(statics),
+        tensor_names=tensor_names,
+        learnable_gamma=learnable_gamma,
+        wants_gamma=wants_gamma,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        finish=finish,
+    )
 
 
 def _multilabel_forward_with_gradient(  # pragma: no cover (compiled)
@@ -782,12 +780,10 @@ def label_counts(target: torch.Tensor, num_classes: int, ignore_index: int | Non
     if wants_compiled(target) and num_classes <= MASKED_SUM_CLASSES:
         key = ("label-counts", num_classes, ignore_index)
         try:
-            if key not in _kernels:
-                kernel = _specialise(
-                    _label_counts, len(_kernels), num_classes=num_classes, ignore_index=ignore_index
-                )
-                _kernels[key] = (torch.compile(kernel), kernel)
-            counts = _kernels[key][0](target)
+            kernel = _cached_kernel(
+                key, _label_counts, num_classes=num_classes, ignore_index=ignore_index
+            )
+            counts = kernel(target)
         except Exception as error:
             mark_broken(error)
         else:
