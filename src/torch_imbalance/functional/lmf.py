@@ -195,6 +195,8 @@ def lmf_loss(
             )
             if result is not None:
                 return result
+        if checks is not None:  # once for both terms (each would otherwise run them)
+            checks()
         ldam = reduced_gap_loss(
             input,
             target,
@@ -204,7 +206,6 @@ def lmf_loss(
             cross_entropy_head,
             dtype,
             reduction,
-            checks=checks,
         )
         focal = reduced_gap_loss(
             input,
@@ -216,7 +217,6 @@ def lmf_loss(
             dtype,
             "sum",
             gamma,
-            checks=checks,
         )
         if reduction == "mean":
             labelled = (target != ignore_index).sum().to(focal.dtype)
