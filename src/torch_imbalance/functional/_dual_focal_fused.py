@@ -32,7 +32,8 @@ from torch.autograd.function import once_differentiable
 
 from torch_imbalance._reduce import class_dim_view
 from torch_imbalance.functional._common import GammaLike, log_prob_complement, power_from_log
-from torch_imbalance.functional._fused import _as_2d, _as_3d, _chunk_slices, exp_floor
+from torch_imbalance.functional._fused import _as_2d, _as_3d, _chunk_slices
+from torch_imbalance.functional._heads import exp_floor
 
 #: Sums of exp(z − max) below this are recomputed around their own maximum.
 _RESCALE_BELOW = 1e-30

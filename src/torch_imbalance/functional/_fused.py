@@ -45,15 +45,10 @@ from torch_imbalance.functional._compiled import (
     record_run,
     wants_compiled,
 )
+from torch_imbalance.functional._heads import exp_floor
 
 #: Logit values per chunk: 256 Ki (1 MiB in float32) keeps each temporary in cache.
 CHUNK_ELEMENTS = 1 << 18
-
-
-def exp_floor(dtype: torch.dtype) -> float:
-    """Smallest exponent kept before ``exp``: below it the result is under the dtype's normal
-    range (and ``exp`` takes a ~40× slower path), far below what the sums it feeds can resolve."""
-    return -87.0 if dtype in (torch.float32, torch.float16, torch.bfloat16) else -708.0
 
 
 @dataclass(frozen=True)

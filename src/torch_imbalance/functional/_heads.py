@@ -6,15 +6,64 @@ Each head returns ``(ℓ, [∂ℓ/∂u_k], ∂ℓ/∂γ or None)`` on chunk-size
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 Parts = tuple[torch.Tensor, list[torch.Tensor], "torch.Tensor | None"]
+#: Per head, a lower bound on the ``log`` of the factor its slope is multiplied by downstream
+#: (``1 / Σw`` of a mean times the head's scale; see :func:`_cutoff`), or None.
+LogScales = list[torch.Tensor | float] | None
+
+#: Nats above the exp floor that the cutoff keeps (room for class weights and the λs).
+CUTOFF_MARGIN = 10.0
 
 
-def _focal_parts(gap: torch.Tensor, gamma: torch.Tensor | float) -> Parts:
+def exp_floor(dtype: torch.dtype) -> float:
+    """Smallest exponent kept before ``exp``: below it the result is under the dtype's normal
+    range (and ``exp`` takes a ~40× slower path), far below what the sums it feeds can resolve."""
+    return -87.0 if dtype in (torch.float32, torch.float16, torch.bfloat16) else -708.0
+
+
+def _cutoff(
+    gap: torch.Tensor, gamma: torch.Tensor | float, log_scale: torch.Tensor | float
+) -> torch.Tensor:
+    """``u`` raised to the gap below which a head's loss and slope (``≈ e^{(1+γ)u}``), times
+    the factor ``e^{log_scale}`` they meet downstream, fall under the dtype's normal range.
+
+    Why: a subnormal float takes a microcode path about 100× slower on x86; with LDAM's
+    ``s = 30`` or a confident model, many pixels of a mean over 10⁶ of them land there (seg-4
+    LDAM ran 3× slower). Moving such a gap up to the cutoff changes its terms by less than
+    ``e^{floor + margin}`` (about 10⁻³³ in float32)."""
+    floor = exp_floor(gap.dtype)
+    if isinstance(log_scale, torch.Tensor):
+        bounded = log_scale.clamp(floor / 2, 0.0)
+    else:
+        bounded = min(max(log_scale, floor / 2), 0.0)
+    return gap.clamp_min((floor + CUTOFF_MARGIN - bounded) / (1 + gamma))
+
+
+def _softplus(gap: torch.Tensor, exact_below_floor: bool) -> torch.Tensor:
+    """``log(1 + e^u)``; with ``exact_below_floor=False`` no subnormal on the way: the
+    ``e^{−|u|}`` is clamped at the exp floor (absolute error below ``e^{floor}``) and
+    ``log1p(x)`` of ``x`` under the dtype's epsilon is ``x`` (``log1p`` of a tiny ``x`` runs
+    4× slower on subnormal intermediates; the relative error ``x/2`` is below rounding)."""
+    if exact_below_floor:
+        return -F.logsigmoid(-gap)
+    tail = (-gap.abs()).clamp_min(exp_floor(gap.dtype)).exp()
+    epsilon = torch.finfo(gap.dtype).eps
+    tail = torch.where(tail > epsilon, tail.clamp_min(epsilon).log1p(), tail)
+    return gap.clamp_min(0.0) + tail
+
+
+def _focal_parts(
+    gap: torch.Tensor, gamma: torch.Tensor | float, log_scale: torch.Tensor | float | None = None
+) -> Parts:
+    if log_scale is not None:
+        gap = _cutoff(gap, gamma, log_scale)
     # One softplus serves every log: log p_t = −softplus(u), log(1 − p_t) = u − softplus(u).
-    cross_entropy = -F.logsigmoid(-gap)
+    cross_entropy = _softplus(gap, exact_below_floor=log_scale is None)
     log_one_minus = gap - cross_entropy
     one_minus = log_one_minus.exp()
     if not isinstance(gamma, torch.Tensor) and gamma == 0:
@@ -27,22 +76,43 @@ def _focal_parts(gap: torch.Tensor, gamma: torch.Tensor | float) -> Parts:
     return value, [slope], log_one_minus * value
 
 
-def cross_entropy_head(gaps: list[torch.Tensor], gamma: torch.Tensor | float) -> Parts:
+def _log_scale(log_scales: LogScales, k: int) -> torch.Tensor | float | None:
+    return None if log_scales is None else log_scales[k]
+
+
+def cross_entropy_head(
+    gaps: list[torch.Tensor], gamma: torch.Tensor | float, *, log_scales: LogScales = None
+) -> Parts:
     """``ℓ = softplus(u)``."""
-    return _focal_parts(gaps[0], 0.0)
+    return _focal_parts(gaps[0], 0.0, _log_scale(log_scales, 0))
 
 
-def focal_head(gaps: list[torch.Tensor], gamma: torch.Tensor | float) -> Parts:
+def focal_head(
+    gaps: list[torch.Tensor], gamma: torch.Tensor | float, *, log_scales: LogScales = None
+) -> Parts:
     """``ℓ = σ(u)^γ softplus(u)``, the softmax focal loss."""
-    return _focal_parts(gaps[0], gamma)
+    return _focal_parts(gaps[0], gamma, _log_scale(log_scales, 0))
 
 
-def poly1_head(gaps: list[torch.Tensor], gamma: torch.Tensor | float, *, epsilon: float) -> Parts:
+def poly1_head(
+    gaps: list[torch.Tensor],
+    gamma: torch.Tensor | float,
+    *,
+    epsilon: float,
+    log_scales: LogScales = None,
+) -> Parts:
     """``ℓ = softplus(u) + ε σ(u)``."""
     gap = gaps[0]
-    cross_entropy = -F.logsigmoid(-gap)
-    one_minus = torch.sigmoid(gap)
-    slope = one_minus * (1 + epsilon * torch.sigmoid(-gap))
+    log_scale = _log_scale(log_scales, 0)
+    if log_scale is None:
+        cross_entropy = -F.logsigmoid(-gap)
+        one_minus, p_t = torch.sigmoid(gap), torch.sigmoid(-gap)
+    else:
+        gap = _cutoff(gap, 0.0, log_scale)
+        cross_entropy = _softplus(gap, exact_below_floor=False)
+        one_minus = (gap - cross_entropy).exp()
+        p_t = (-cross_entropy).clamp_min(exp_floor(gap.dtype)).exp()
+    slope = one_minus * (1 + epsilon * p_t)
     return cross_entropy + epsilon * one_minus, [slope], None
 
 
@@ -53,15 +123,25 @@ def lmf_head(
     ldam_weight: float,
     focal_weight: float,
     term_scales: list[torch.Tensor] | None = None,
+    log_scales: LogScales = None,
 ) -> Parts:
     """``ℓ = λ_ldam softplus(u_ldam) + λ_focal σ(u_f)^γ softplus(u_f)`` (heads: LDAM, focal);
     ``term_scales`` multiply the two terms (each term's own normaliser, as the authors' code
     has it)."""
+    ldam_log, focal_log = _log_scale(log_scales, 0), _log_scale(log_scales, 1)
+    if ldam_log is not None and focal_log is not None:
+        # The λs scale the slopes downstream too (``log_scales`` bounds the normalisers).
+        ldam_log = ldam_log + _log(ldam_weight)
+        focal_log = focal_log + _log(focal_weight)
     if term_scales is not None:
         ldam_weight = ldam_weight * term_scales[0]  # type: ignore[assignment]
         focal_weight = focal_weight * term_scales[1]  # type: ignore[assignment]
-    ldam, (ldam_slope,), _ = _focal_parts(gaps[0], 0.0)
-    focal, (focal_slope,), focal_d_gamma = _focal_parts(gaps[1], gamma)
+    ldam, (ldam_slope,), _ = _focal_parts(gaps[0], 0.0, ldam_log)
+    focal, (focal_slope,), focal_d_gamma = _focal_parts(gaps[1], gamma, focal_log)
     value = ldam_weight * ldam + focal_weight * focal
     d_gamma = None if focal_d_gamma is None else focal_weight * focal_d_gamma
     return value, [ldam_weight * ldam_slope, focal_weight * focal_slope], d_gamma
+
+
+def _log(value: float) -> float:
+    return math.log(value) if value > 0 else -math.inf
