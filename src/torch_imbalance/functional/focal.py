@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from torch_imbalance._checks import check_range
 from torch_imbalance._reduce import (
@@ -16,6 +15,7 @@ from torch_imbalance._types import Reduction, Task
 from torch_imbalance.functional._common import (
     GammaLike,
     check_gamma,
+    log_sigmoid,
     multilabel_chunk_loss,
     power_from_log,
     prepare,
@@ -39,9 +39,9 @@ def multilabel_focal_terms(
         alpha: weight of the positives (``1 − α`` for negatives), scalar or per class, or None.
     """
     signed = logits * sign
-    bce = -F.logsigmoid(signed)
+    bce = -log_sigmoid(signed)
     if isinstance(gamma, torch.Tensor) or gamma != 0:
-        bce = power_from_log(F.logsigmoid(-signed), gamma) * bce
+        bce = power_from_log(log_sigmoid(-signed), gamma) * bce
     if alpha is None:
         return bce
     if isinstance(alpha, torch.Tensor) and alpha.ndim == 1:

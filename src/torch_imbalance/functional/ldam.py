@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from torch_imbalance._checks import check_class_counts_match, check_range
 from torch_imbalance._reduce import (
@@ -13,7 +12,7 @@ from torch_imbalance._reduce import (
     multilabel_valid,
 )
 from torch_imbalance._types import CountsLike, Reduction, Task
-from torch_imbalance.functional._common import multilabel_chunk_loss, prepare
+from torch_imbalance.functional._common import log_sigmoid, multilabel_chunk_loss, prepare
 from torch_imbalance.functional._fused import GapHead, reduced_gap_loss
 from torch_imbalance.functional._heads import cross_entropy_head
 from torch_imbalance.weights import ldam_margins
@@ -48,7 +47,7 @@ def multilabel_ldam_terms(
 ) -> torch.Tensor:
     """Unweighted ``BCE(s · (z − Δ_c y), y)`` per entry ``(n, C, *)``."""
     shifted = logits - torch.where(sign > 0, class_dim_view(margins, logits.ndim), 0.0)
-    return -F.logsigmoid(scale * shifted * sign)
+    return -log_sigmoid(scale * shifted * sign)
 
 
 def _multilabel_ldam_chunk(
