@@ -77,40 +77,11 @@ def power_from_log(log_base: torch.Tensor, exponent: GammaLike) -> torch.Tensor:
     return torch.exp(exponent * log_base)
 
 
-#: Per compute dtype: below ``−linear``, ``log σ(x) = x`` to rounding (``log1p(e^x) < ε|x|/2``);
-#: above ``flat``, ``log σ(x) ≈ −e^{−x}`` and its slope are taken at ``flat`` (off by at most
-#: ``e^{−flat}``: 2·10⁻²² in float32).
+#: Per compute dtype: below ``−linear``, ``log σ(x) = x`` to rounding (``log1p(e^x) < ε|x|/2``)
+#: and its slope 1; above ``flat``, ``log σ(x) ≈ −e^{−x}`` is taken at ``flat`` and its slope
+#: is 0 (both off by at most ``e^{−flat}``: 2·10⁻²² in float32).
 _LOG_SIGMOID_BOUNDS = {torch.float64: (37.0, 600.0)}
 _LOG_SIGMOID_DEFAULT = (17.0, 50.0)
-
-
-class _LogSigmoid(torch.autograd.Function):
-    """``log σ(x)`` with its derivative ``σ(−x)`` written out (one division, like
-    ``F.logsigmoid``'s), on the bounded input of :func:`log_sigmoid`."""
-
-    @staticmethod
-    def forward(x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        linear, flat = _LOG_SIGMOID_BOUNDS.get(x.dtype, _LOG_SIGMOID_DEFAULT)
-        # log σ(x) = min(x, 0) − log1p(e^{−|x|}), the second term from the bounded input (below
-        # −linear it is under rounding of x; above flat, under e^{−flat}); log1p(e) is e
-        # below ε (log1p of a tiny value runs on subnormal intermediates).
-        small = (-x.clamp(-linear, flat).abs()).exp()
-        epsilon = torch.finfo(x.dtype).eps
-        tail = torch.where(small > epsilon, small.clamp_min(epsilon).log1p(), small)
-        return x.clamp_max(0.0) - tail
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        linear, flat = _LOG_SIGMOID_BOUNDS.get(x.dtype, _LOG_SIGMOID_DEFAULT)
-        # σ(−x) = e/(1 + e) for x ≥ 0, 1/(1 + e) below, e = e^{−|x|} from the bounded input
-        # (off by under ε below −linear; e^{−flat} instead of less above flat).
-        small = (-x.clamp(-linear, flat).abs()).exp()
-        return grad * (torch.where(x >= 0, small, 1.0) / (1.0 + small))
 
 
 def log_sigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -118,9 +89,20 @@ def log_sigmoid(x: torch.Tensor) -> torch.Tensor:
 
     Why: ``F.logsigmoid`` and its derivative take ``e^{−|x|}``, subnormal for ``|x| > 87`` in
     float32 (a ~100× slower path on x86): multi-label LDAM's ``s = 30`` put half the entries
-    there. The input is bounded to where the function is not yet flat to rounding.
+    there. The input of ``e^{−|x|}`` is bounded to where the function is not yet flat to
+    rounding, and ``log1p(e)`` is ``e`` below ε (``log1p`` of a tiny value runs on subnormal
+    intermediates); autograd's derivative of this form multiplies only normal floats. (A
+    custom autograd function with the derivative written out was 10–15 % faster but made
+    inductor keep full-size buffers: multi-label LMF 32 → 96 MiB on vol-4.)
     """
-    return _LogSigmoid.apply(x)
+    linear, flat = _LOG_SIGMOID_BOUNDS.get(x.dtype, _LOG_SIGMOID_DEFAULT)
+    bounded = x.clamp(-linear, flat)
+    # Branches by sign, not min(x, 0) and |x|: their kinks at 0 would give slope 1, not 1/2.
+    negative = x < 0
+    small = torch.where(negative, bounded, -bounded).exp()  # e^{−|x|}
+    epsilon = torch.finfo(x.dtype).eps
+    tail = torch.where(small > epsilon, small.clamp_min(epsilon).log1p(), small)
+    return torch.where(negative, x, 0.0) - tail
 
 
 def compute_dtype(input: torch.Tensor) -> torch.dtype:

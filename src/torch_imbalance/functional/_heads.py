@@ -34,8 +34,9 @@ def _cutoff(
 
     Why: a subnormal float takes a microcode path about 100× slower on x86; with LDAM's
     ``s = 30`` or a confident model, many pixels of a mean over 10⁶ of them land there (seg-4
-    LDAM ran 3× slower). Moving such a gap up to the cutoff changes its terms by less than
-    ``e^{floor + margin}`` (about 10⁻³³ in float32)."""
+    LDAM ran 3× slower). Moving such a gap up to the cutoff leaves its terms, once scaled, at
+    about ``(1 + γ) e^{floor + margin}`` (4·10⁻³⁴ in float32; times the factor where it is above
+    1) instead of less."""
     floor = exp_floor(gap.dtype)
     if isinstance(log_scale, torch.Tensor):
         bounded = log_scale.clamp(floor / 2, 0.0)
