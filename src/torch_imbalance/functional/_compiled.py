@@ -540,15 +540,18 @@ def dual_focal_kernel(
     dtype: torch.dtype,
     ignore_index: int,
     mean: bool,
+    large: bool = False,
 ) -> Callable[..., Any]:
     """Compiled ``(logits, raw target, class weight, γ) -> (reduced loss, gradient, ∂/∂γ,
     invalid-input flag)`` of
     the multi-class Dual Focal loss for one configuration (cached); the formulas are those of
-    ``_dual_focal_fused`` (its docstring derives them), written over the whole tensor."""
-    key = ("dual-focal", alpha, beta, rho, gamma, wants_gamma, dtype, ignore_index, mean)
+    ``_dual_focal_fused`` (its docstring derives them), written over the whole tensor.
+    ``large`` (see :data:`RECOMPUTE_ELEMENTS`): built with the recompute-over-store options."""
+    key = ("dual-focal", alpha, beta, rho, gamma, wants_gamma, dtype, ignore_index, mean, large)
     return _cached_kernel(
         key,
         _dual_focal_forward_with_gradient,
+        _RECOMPUTE if large else None,
         alpha=alpha,
         beta=beta,
         rho=rho,
@@ -744,6 +747,13 @@ _RECOMPUTE = {
     "realize_acc_reads_threshold": 100,
     "realize_opusers_threshold": 100,
 }
+
+
+#: From this many logits on, the Dual Focal kernel recomputes its per-class quantities in the
+#: gradient's loop instead of keeping them in full-size buffers: vol-4 (8 Mi logits) 152 -> 72
+#: MiB, ×0.75 of ``F.cross_entropy``'s instead of ×1.58, at the same time; on seg-4 (4 Mi) it
+#: cost 25–40 % more time for 8 MiB less (``benchmarks/bench_losses.py --only dual_focal``).
+RECOMPUTE_ELEMENTS = 1 << 23
 
 
 def multilabel_one_pass_kernel(

@@ -26,7 +26,7 @@ from torch_imbalance.functional._common import (
     power_from_log,
     prepare,
 )
-from torch_imbalance.functional._compiled import dual_focal_kernel
+from torch_imbalance.functional._compiled import RECOMPUTE_ELEMENTS, dual_focal_kernel
 from torch_imbalance.functional._dual_focal_fused import (
     dual_focal_terms,
     log_rho_minus_p,
@@ -201,7 +201,12 @@ def _one_pass_dual_focal(
     return one_pass_loss(
         input,
         gamma,
-        lambda: dual_focal_kernel(*settings, int(ignore_index), reduction == "mean"),
+        lambda: dual_focal_kernel(
+            *settings,
+            int(ignore_index),
+            reduction == "mean",
+            large=input.numel() >= RECOMPUTE_ELEMENTS,
+        ),
         arguments,
         dtype,
         checks,
