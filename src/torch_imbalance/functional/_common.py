@@ -29,6 +29,7 @@ from torch_imbalance.functional._compiled import (
     wants_compiled,
 )
 from torch_imbalance.functional._fused import _as_3d, chunkwise, one_pass_loss, one_pass_wanted
+from torch_imbalance.functional._heads import log1p_of_small
 
 GammaLike = float | torch.Tensor
 
@@ -90,19 +91,17 @@ def log_sigmoid(x: torch.Tensor) -> torch.Tensor:
     Why: ``F.logsigmoid`` and its derivative take ``e^{−|x|}``, subnormal for ``|x| > 87`` in
     float32 (a ~100× slower path on x86): multi-label LDAM's ``s = 30`` put half the entries
     there. The input of ``e^{−|x|}`` is bounded to where the function is not yet flat to
-    rounding, and ``log1p(e)`` is ``e`` below ε (``log1p`` of a tiny value runs on subnormal
-    intermediates); autograd's derivative of this form multiplies only normal floats. (A
-    custom autograd function with the derivative written out was 10–15 % faster but made
-    inductor keep full-size buffers: multi-label LMF 32 → 96 MiB on vol-4.)
+    rounding, and its ``log1p`` is ``_heads.log1p_of_small``; autograd's derivative of this
+    form multiplies only normal floats. (A custom autograd function with the derivative
+    written out was 10–15 % faster but made inductor keep full-size buffers: multi-label LMF
+    32 → 96 MiB on vol-4.)
     """
     linear, flat = _LOG_SIGMOID_BOUNDS.get(x.dtype, _LOG_SIGMOID_DEFAULT)
     bounded = x.clamp(-linear, flat)
     # Branches by sign, not min(x, 0) and |x|: their kinks at 0 would give slope 1, not 1/2.
     negative = x < 0
     small = torch.where(negative, bounded, -bounded).exp()  # e^{−|x|}
-    epsilon = torch.finfo(x.dtype).eps
-    tail = torch.where(small > epsilon, small.clamp_min(epsilon).log1p(), small)
-    return torch.where(negative, x, 0.0) - tail
+    return torch.where(negative, x, 0.0) - log1p_of_small(small)
 
 
 def compute_dtype(input: torch.Tensor) -> torch.dtype:

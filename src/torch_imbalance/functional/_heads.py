@@ -45,17 +45,21 @@ def _cutoff(
     return gap.clamp_min((floor + CUTOFF_MARGIN - bounded) / (1 + gamma))
 
 
+def log1p_of_small(x: torch.Tensor) -> torch.Tensor:
+    """``log1p(x)`` for ``x ≥ 0``, ``x`` itself under the dtype's epsilon: ``log1p`` of a tiny
+    value runs 4× slower on subnormal intermediates, and there ``log1p(x) = x`` to rounding
+    (relative error ``x/2``)."""
+    epsilon = torch.finfo(x.dtype).eps
+    return torch.where(x > epsilon, x.clamp_min(epsilon).log1p(), x)
+
+
 def _softplus(gap: torch.Tensor, exact_below_floor: bool) -> torch.Tensor:
     """``log(1 + e^u)``; with ``exact_below_floor=False`` no subnormal on the way: the
-    ``e^{−|u|}`` is clamped at the exp floor (absolute error below ``e^{floor}``) and
-    ``log1p(x)`` of ``x`` under the dtype's epsilon is ``x`` (``log1p`` of a tiny ``x`` runs
-    4× slower on subnormal intermediates; the relative error ``x/2`` is below rounding)."""
+    ``e^{−|u|}`` is clamped at the exp floor (absolute error below ``e^{floor}``) and its
+    ``log1p`` is :func:`log1p_of_small`."""
     if exact_below_floor:
         return -F.logsigmoid(-gap)
-    tail = (-gap.abs()).clamp_min(exp_floor(gap.dtype)).exp()
-    epsilon = torch.finfo(gap.dtype).eps
-    tail = torch.where(tail > epsilon, tail.clamp_min(epsilon).log1p(), tail)
-    return gap.clamp_min(0.0) + tail
+    return gap.clamp_min(0.0) + log1p_of_small((-gap.abs()).clamp_min(exp_floor(gap.dtype)).exp())
 
 
 def _focal_parts(
