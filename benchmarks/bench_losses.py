@@ -1,12 +1,14 @@
 """Speed and memory of every loss against F.cross_entropy and the peers, side by side.
 
 Protocol (../shared/spec/benchmarks.md, section 1): forward + backward, fp32, 2 threads on CPU;
-median of ``--repeats`` interleaved repetitions after warm-up; peak extra memory per case in a
-fresh subprocess (CPU: peak RSS growth; CUDA: max allocated minus the inputs); every number also
-as a ratio to ``F.cross_entropy`` measured in the same run. Writes a Markdown table and JSON.
+median of ``--repeats`` interleaved repetitions after warm-up; peak extra memory per case (CPU:
+peak RSS growth in a fresh subprocess; CUDA: max allocated minus what was allocated before, in
+process); every number also as a ratio to ``F.cross_entropy`` measured in the same run. Writes a
+Markdown table and JSON.
 
     python benchmarks/bench_losses.py                      # all shapes, CPU (and CUDA if present)
     python benchmarks/bench_losses.py --shapes seg-19 --repeats 15 --no-memory
+    python benchmarks/bench_losses.py --device cuda --precisions fp32,bfloat16 --repeats 30
 """
 
 from __future__ import annotations
@@ -226,6 +228,18 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def cuda_memory(fn: LossFn, z: torch.Tensor, device: torch.device, amp: torch.dtype | None) -> int:
+    """Peak bytes allocated by one forward + backward beyond what was allocated before (the
+    caching allocator counts every tensor, so no fresh process is needed); after a warm-up call,
+    so compiling stays out of it."""
+    run_once(fn, z, device, amp)
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    run_once(fn, z, device, amp)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
 def measure_memory_child(
     shape_name: str, case: str, device_name: str, autocast: str | None
 ) -> None:
@@ -237,12 +251,7 @@ def measure_memory_child(
     amp = getattr(torch, autocast) if autocast else None
     x = z.detach().requires_grad_()
     if device.type == "cuda":
-        run_once(fn, x, device, amp)
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        run_once(fn, x, device, amp)
-        print(torch.cuda.max_memory_allocated() - before)
+        print(cuda_memory(fn, x, device, amp))
         return
     # One warm-up call first: compiling (ours, in "auto" mode) is a one-off, not the loss's peak.
     run_once(fn, x, device, amp)
@@ -325,6 +334,11 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+def _ms(value: float) -> str:
+    """Milliseconds with three significant digits below 10 (GPU times are fractions of one)."""
+    return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
+
+
 def markdown(results: dict) -> str:
     lines = []
     env = results["environment"]
@@ -342,7 +356,7 @@ def markdown(results: dict) -> str:
         )
         lines.append("")
         lines.append(
-            f"Memory-bandwidth floor: {block['floor_ms']:.1f} ms "
+            f"Memory-bandwidth floor: {_ms(block['floor_ms'])} ms "
             f"(logits + targets read once, gradient written once, at "
             f"{block['bandwidth_gbs']:.1f} GB/s)."
         )
@@ -356,10 +370,19 @@ def markdown(results: dict) -> str:
             mem_cell = f"{mem:.1f}" if mem is not None else "–"
             ratio_cell = f"{mem / ce_mem:.2f}" if mem is not None and ce_mem else "–"
             lines.append(
-                f"| {name} | {row['time_ms']:.1f} | {row['time_ms'] / ce_time:.2f} | "
+                f"| {name} | {_ms(row['time_ms'])} | {row['time_ms'] / ce_time:.2f} | "
                 f"{mem_cell} | {ratio_cell} |"
             )
     return "\n".join(lines)
+
+
+def write_results(results: dict, out: Path) -> str:
+    """Write the Markdown table and the JSON of ``results`` to ``out``; returns the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(results)
+    (out / "bench_losses.md").write_text(table + "\n")
+    (out / "bench_losses.json").write_text(json.dumps(results, indent=1))
+    return table
 
 
 def main() -> None:
@@ -369,6 +392,11 @@ def main() -> None:
     parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated shape names")
     parser.add_argument(
         "--device", default=None, help="cpu or cuda (default: both when CUDA exists)"
+    )
+    parser.add_argument(
+        "--precisions",
+        default="fp32,float16,bfloat16",
+        help="fp32 and autocast dtypes to time (the autocast ones on CUDA only)",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
@@ -392,9 +420,11 @@ def main() -> None:
         device = torch.device(device_name)
         results["environment"] = environment(device, args.threads)
         bandwidth = copy_bandwidth(device)
-        precisions: list[str | None] = [None] + (
-            ["float16", "bfloat16"] if device.type == "cuda" else []
-        )
+        precisions: list[str | None] = [
+            None if p == "fp32" else p
+            for p in args.precisions.split(",")
+            if p == "fp32" or device.type == "cuda"
+        ]
         for shape_name in args.shapes.split(","):
             for precision in precisions:
                 z, t, y = make_inputs(shape_name, device)
@@ -415,7 +445,10 @@ def main() -> None:
                 }
                 if not args.no_memory:
                     for name in cases:
-                        mem = memory_of(shape_name, name, device_name, precision, args.threads)
+                        if device.type == "cuda":
+                            mem = cuda_memory(cases[name][1], z, device, amp)
+                        else:
+                            mem = memory_of(shape_name, name, device_name, precision, args.threads)
                         if mem is not None:
                             rows[name]["memory_mib"] = mem / 2**20
                 io_bytes = z.numel() * z.element_size() * 2 + t.numel() * t.element_size()
@@ -431,11 +464,9 @@ def main() -> None:
                     }
                 )
                 del z, t, y, cases
+                table = write_results(results, Path(args.out))  # after every block: a run
+                # stopped part-way keeps what it measured
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = markdown(results)
-    (out / "bench_losses.md").write_text(table + "\n")
-    (out / "bench_losses.json").write_text(json.dumps(results, indent=1))
     print(table)
     print(f"\nwritten: {out / 'bench_losses.md'}, {out / 'bench_losses.json'}")
 

@@ -17,6 +17,7 @@ eager kernels are used from then on. Both paths compute the same function, to ro
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 import types
@@ -44,6 +45,7 @@ MIN_COMPILED_ELEMENTS = 1 << 16
 _MODES = ("auto", "always", "never")
 _state: dict[str, Any] = {"mode": os.environ.get("TORCH_IMBALANCE_COMPILE", "auto"), "broken": None}
 _kernels: dict[Hashable, tuple[Callable[..., Any], Callable[..., Any]]] = {}
+_copy_numbers = itertools.count()
 #: How many forward / backward passes ran on each path (see :func:`kernel_runs`).
 _runs: Counter[str] = Counter()
 
@@ -145,10 +147,9 @@ def gap_kernels(
     spec = GapSpec(scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma)
     key = (_head_key(head_loss), spec)
     if key not in _kernels:
-        number = len(_kernels)
-        forward = _specialise(_gap_forward, number, spec=spec, head_loss=head_loss)
-        backward = _specialise(_gap_backward, number, spec=spec)
-        _kernels[key] = (torch.compile(forward), torch.compile(backward))
+        forward = _PerSignature(_gap_forward, None, False, {"spec": spec, "head_loss": head_loss})
+        backward = _PerSignature(_gap_backward, None, False, {"spec": spec})
+        _kernels[key] = (forward, backward)
     return _kernels[key]
 
 
@@ -197,6 +198,18 @@ def _specialise(function: Callable[..., Any], number: int, **keywords: Any) -> C
     return copy
 
 
+def _known_options(options: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``options`` without those this version of inductor does not have: they are tuning
+    hints (torch.compile refuses an unknown one, and ``realize_opusers_threshold`` is newer
+    than torch 2.11)."""
+    if not options:
+        return options
+    from torch._inductor import config
+
+    known = config.get_config_copy()
+    return {name: value for name, value in options.items() if name in known}
+
+
 def _cached_kernel(
     key: Hashable,
     function: Callable[..., Any],
@@ -205,10 +218,66 @@ def _cached_kernel(
 ) -> Callable[..., Any]:
     """The compiled copy of ``function`` with ``keywords`` bound, built once per ``key``."""
     if key not in _kernels:
-        kernel = _specialise(function, len(_kernels), **keywords)
         # fullgraph: a graph break would split the one loop into several (and slowly).
-        _kernels[key] = (torch.compile(kernel, fullgraph=True, options=options), kernel)
+        kernel = _PerSignature(function, options, True, keywords)
+        _kernels[key] = (kernel, function)
     return _kernels[key][0]
+
+
+def _signature(value: Any) -> Hashable:
+    """What of a kernel argument torch.compile guards on beyond sizes: rank, dtype, device,
+    ``requires_grad`` of a tensor and the rank of the tensor it views (the kernels take
+    ``(N, C, L)`` views of 2-D to 5-D inputs, and dynamo guards on the base too), the type of
+    anything else (nested in tuples)."""
+    if isinstance(value, torch.Tensor):
+        base = None if value._base is None else value._base.dim()
+        return (value.dim(), value.dtype, value.device.type, value.requires_grad, base)
+    if isinstance(value, (tuple, list)):
+        return tuple(_signature(item) for item in value)
+    return type(value)
+
+
+class _PerSignature:
+    """``torch.compile`` of ``function`` (keywords bound), one compiled copy per call
+    signature (:func:`_signature` of the arguments, grad mode, autocast state).
+
+    Why: dynamo allows 8 compiled versions of one code object and past that runs the function
+    uncompiled, silently and several times slower. One kernel sees weighted and unweighted
+    calls, 2-D to 5-D inputs, training under autocast and evaluation without: a benchmark over
+    four shapes with and without autocast hit the limit on CUDA. With a copy per signature,
+    each copy sees only new sizes (one recompile to dynamic sizes).
+    """
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        options: dict[str, Any] | None,
+        fullgraph: bool,
+        keywords: dict[str, Any],
+    ) -> None:
+        self.function, self.options, self.fullgraph, self.keywords = (
+            function,
+            options,
+            fullgraph,
+            keywords,
+        )
+        self.copies: dict[Hashable, Callable[..., Any]] = {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        devices = {a.device.type for a in args if isinstance(a, torch.Tensor)}
+        signature = (
+            _signature(args),
+            tuple(sorted((name, _signature(value)) for name, value in kwargs.items())),
+            torch.is_grad_enabled(),
+            tuple(sorted((d, torch.is_autocast_enabled(d)) for d in devices)),
+        )
+        compiled = self.copies.get(signature)
+        if compiled is None:
+            kernel = _specialise(self.function, next(_copy_numbers), **self.keywords)
+            options = _known_options(self.options)
+            compiled = torch.compile(kernel, fullgraph=self.fullgraph, options=options)
+            self.copies[signature] = compiled
+        return compiled(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -396,7 +465,8 @@ def _gap_backward(  # pragma: no cover (compiled)
     for k in range(len(spec.scales)):
         at_target = -coefficients[k] if at_target is None else at_target - coefficients[k]
     # The head with the smallest scale is the base of the others' powers.
-    base = min(range(len(spec.scales)), key=lambda k: spec.scales[k])
+    # (min with key= is not traceable before torch 2.12.)
+    base = spec.scales.index(min(spec.scales))
     powers: dict[int, int] = {}
     for k in range(len(spec.scales)):
         power = _power_of(spec, k, base) if shared[k] == k and k != base else None

@@ -1,0 +1,164 @@
+"""Every loss, the compiled kernels and the training harness on a CUDA device.
+
+Skipped where no CUDA device exists (CI, this project's development machine); run on a lent GPU
+with ``python -m pytest tests/test_cuda.py`` (see docs/benchmarks.md, "CUDA"). The float64
+references run on the CPU, so a CUDA result is checked against a computation that shares no
+kernel with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from cases import COUNTS, TASK_CASES, case_id, make_batch
+
+import torch_imbalance as ti
+from torch_imbalance.functional import _compiled
+
+#: The device under test; ``TORCH_IMBALANCE_TEST_DEVICE=cpu`` dry-runs this file without a GPU.
+CUDA = torch.device(os.environ.get("TORCH_IMBALANCE_TEST_DEVICE", "cuda"))
+pytestmark = pytest.mark.skipif(
+    CUDA.type == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA device"
+)
+
+
+@pytest.fixture
+def mode():
+    yield ti.set_compile_mode
+    ti.set_compile_mode("auto")
+
+
+def _kwargs(task, **kw):
+    return {**kw, "task": task} if task == "multilabel" else kw
+
+
+def _run(case, task, z, t, weight, reduction, probe=None):
+    """Value and gradient (of ``Σ loss · probe``) of ``case`` on ``z``'s device."""
+    x = z.clone().requires_grad_()
+    loss = case.call_ours(x, t, **_kwargs(task, weight=weight, reduction=reduction))
+    probe = torch.ones_like(loss) if probe is None else probe
+    (grad,) = torch.autograd.grad((loss * probe).sum(), x)
+    return loss, grad
+
+
+@pytest.mark.parametrize(("case", "task"), TASK_CASES, ids=lambda v: case_id(v) or v)
+@pytest.mark.parametrize("path", ["never", "always"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_cuda_float64_matches_cpu_reference(mode, case, task, path, reduction):
+    """Both paths (eager chunks, compiled Triton kernels) on CUDA against the CPU reference."""
+    z, t = make_batch(task, (3, 4, 5, 6), 0.2)
+    weight = torch.linspace(0.5, 1.5, 4, dtype=torch.float64)
+    x = z.clone().requires_grad_()
+    expected = case.call_reference(x, t, **_kwargs(task, weight=weight, reduction=reduction))
+    probe = torch.randn(expected.shape, dtype=torch.float64)
+    (expected_grad,) = torch.autograd.grad((expected * probe).sum(), x)
+
+    mode(path)
+    _compiled.kernel_runs(reset=True)
+    loss, grad = _run(
+        case, task, z.to(CUDA), t.to(CUDA), weight.to(CUDA), reduction, probe.to(CUDA)
+    )
+    assert loss.device.type == CUDA.type and grad.device.type == CUDA.type
+    torch.testing.assert_close(loss.cpu(), expected, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(grad.cpu(), expected_grad, rtol=1e-8, atol=1e-10)
+    runs = _compiled.kernel_runs()
+    assert not _compiled.compile_broken(), _compiled._state["broken"]
+    if path == "never":
+        assert not any(key.startswith("compiled-") for key in runs), runs
+
+
+@pytest.mark.parametrize(("case", "task"), TASK_CASES, ids=lambda v: case_id(v) or v)
+def test_cuda_float32_dense_auto_path(mode, case, task):
+    """A segmentation-sized float32 batch on "auto": the one-pass compiled kernel runs (reduced
+    multi-class losses) and agrees with the float64 reference to float32 rounding."""
+    z, t = make_batch(task, (2, 4, 96, 96), 0.05, dtype=torch.float32)
+    assert z.numel() >= _compiled.MIN_COMPILED_ELEMENTS
+    weight = torch.linspace(0.5, 1.5, 4, dtype=torch.float64)
+    x = z.double().requires_grad_()
+    expected = case.call_reference(x, t, **_kwargs(task, weight=weight))
+    (expected_grad,) = torch.autograd.grad(expected, x)
+
+    _compiled.kernel_runs(reset=True)
+    loss, grad = _run(case, task, z.to(CUDA), t.to(CUDA), weight.float().to(CUDA), "mean")
+    runs = _compiled.kernel_runs()
+    assert not _compiled.compile_broken(), _compiled._state["broken"]
+    if task == "multiclass":
+        assert runs.get("compiled-one-pass", 0) >= 1, runs
+    assert loss.dtype == torch.float32 and grad.dtype == torch.float32
+    torch.testing.assert_close(loss.double().cpu(), expected, rtol=2e-5, atol=1e-6)
+    scale = expected_grad.abs().max()
+    torch.testing.assert_close(grad.double().cpu(), expected_grad, rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(("case", "task"), TASK_CASES, ids=lambda v: case_id(v) or v)
+def test_cuda_half_precision_logits(case, task, dtype):
+    """Half-precision logits (autocast's output): the loss is computed and returned in float32
+    (as autocast does for ``F.cross_entropy``), finite and close to the float32 input's; the
+    gradient comes back in the logits' dtype."""
+    z, t = make_batch(task, (2, 4, 64, 64), 0.05, dtype=torch.float32)
+    z, t = z.to(CUDA), t.to(CUDA)
+    reference_loss, _ = _run(case, task, z, t, None, "mean")
+    loss, grad = _run(case, task, z.to(dtype), t, None, "mean")
+    assert loss.dtype == torch.float32 and grad.dtype == dtype
+    assert torch.isfinite(loss) and torch.isfinite(grad).all()
+    torch.testing.assert_close(loss.float(), reference_loss, rtol=3e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ti.available_losses())
+def test_every_registry_module_moves_to_cuda_and_trains(name):
+    drw = name in ("ldam_drw", "lmf_drw")
+    loss = ti.build_loss(name, COUNTS[4], **({"total_epochs": 10} if drw else {})).to(CUDA)
+    if hasattr(loss, "set_epoch"):
+        loss.set_epoch(9)
+    loss.train()
+    z, t = make_batch("multiclass", (2, 4, 32, 32), 0.1, dtype=torch.float32)
+    z = z.to(CUDA).requires_grad_()
+    value = loss(z, t.to(CUDA))
+    value.backward()
+    assert value.device.type == CUDA.type and torch.isfinite(value) and torch.isfinite(z.grad).all()
+    for tensor in [*loss.parameters(), *loss.buffers()]:
+        assert tensor.device.type == CUDA.type, name
+    cpu_loss = ti.build_loss(name, COUNTS[4], **({"total_epochs": 10} if drw else {}))
+    cpu_loss.load_state_dict({k: v.cpu() for k, v in loss.state_dict().items()})
+
+
+@pytest.mark.slow
+def test_classification_training_on_cuda(tmp_path):
+    from torch_imbalance.cli.main import main
+
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "digits-lt", "--loss", "lmf", "--epochs", "2", "--seed", "0"]
+    fast = ["--image-size", "32", "--batch-size", "64", "--no-progress"]
+    gpu = [
+        "--accelerator",
+        "gpu" if CUDA.type == "cuda" else "cpu",
+        "--devices",
+        "1",
+        "--precision",
+        "bf16-mixed",
+    ]
+    assert main([*args, *fast, *gpu, "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["test"]["macro_f1"] <= 1.0
+    checkpoint = out / "checkpoints" / "best.ckpt"
+    assert main(["gradcam", str(checkpoint), "--out", str(tmp_path / "cam.png")]) == 0
+
+
+@pytest.mark.slow
+def test_segmentation_training_on_cuda(tmp_path):
+    from harness_helpers import write_segfolder
+
+    from torch_imbalance.cli.main import main
+
+    root = write_segfolder(tmp_path / "data", count=16, size=32)
+    out = tmp_path / "seg"
+    args = ["train", "--task", "segmentation", "--dataset", "segfolder", "--root", str(root)]
+    rest = ["--loss", "dual_focal_adaptive", "--epochs", "2", "--batch-size", "8", "--no-progress"]
+    gpu = ["--accelerator", "gpu" if CUDA.type == "cuda" else "cpu", "--devices", "1"]
+    assert main([*args, *rest, *gpu, "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"miou", "mean_dice"} <= set(metrics["test"])
