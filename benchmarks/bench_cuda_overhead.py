@@ -8,6 +8,7 @@ a value back) and ``host`` (the CPU time per call in the pipelined loop), with t
 on and off (``validate=False``: no device sync).
 
     python benchmarks/bench_cuda_overhead.py --shape 4,4,512,512
+    python benchmarks/bench_cuda_overhead.py --device cpu --shape 2,4,8,8   # host cost alone
 """
 
 from __future__ import annotations
@@ -34,24 +35,29 @@ def cases(counts: list[int]) -> dict:
     }
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def measure(fn, z, t, validate, calls, repeats):
     synced, pipelined, host = [], [], []
     for _ in range(repeats):
-        torch.cuda.synchronize()
+        _sync(z.device)
         start = time.perf_counter()
         for _ in range(calls):
             x = z.detach().requires_grad_()
             fn(x, t, validate).backward()
-            torch.cuda.synchronize()
+            _sync(z.device)
         synced.append((time.perf_counter() - start) / calls)
-        torch.cuda.synchronize()
+        _sync(z.device)
         start = time.perf_counter()
         cpu_start = time.process_time()
         for _ in range(calls):
             x = z.detach().requires_grad_()
             fn(x, t, validate).backward()
         host.append((time.process_time() - cpu_start) / calls)
-        torch.cuda.synchronize()
+        _sync(z.device)
         pipelined.append((time.perf_counter() - start) / calls)
     return [statistics.median(v) * 1e3 for v in (synced, pipelined, host)]
 
@@ -59,15 +65,20 @@ def measure(fn, z, t, validate, calls, repeats):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shape", default="4,4,512,512")
+    parser.add_argument("--device", default="cuda")
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     shape = tuple(int(s) for s in args.shape.split(","))
     g = torch.Generator().manual_seed(0)
-    z = torch.randn(shape, generator=g).cuda()
-    t = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=g).cuda()
+    device = torch.device(args.device)
+    torch.set_num_threads(1)
+    z = torch.randn(shape, generator=g).to(device)
+    t = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=g).to(device)
     counts = [10 ** (shape[1] - k) for k in range(shape[1])]
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, logits {shape}")
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU, 1 thread"
+    print(f"{name}, torch {torch.__version__}, logits {shape}")
+    ti.set_compile_mode("always")  # the compiled path, as on a segmentation batch
     print("| loss | validate | synced ms | pipelined ms | host CPU ms |")
     print("|---|---|---:|---:|---:|")
     for name, fn in cases(counts).items():

@@ -489,12 +489,13 @@ def test_inductor_options_this_torch_lacks_are_dropped(mode, monkeypatch):
     ids=["gap", "dual-focal", "multilabel"],
 )
 def test_one_kernel_serves_many_call_signatures_without_hitting_the_recompile_limit(
-    mode, loss, task
+    mode, monkeypatch, loss, task
 ):
     """One configuration called with 2-D, 4-D and 5-D inputs, with and without a weight, with
     and without grad: a compiled copy per signature, so dynamo's per-code limit (8; lowered to
     1 here and made an error) is never reached. Past the limit dynamo runs the kernel
     uncompiled, silently (seen on CUDA: a benchmark over four shapes with autocast)."""
+    monkeypatch.setattr(_compiled, "_kernels", {})  # copies built by earlier tests saw other sizes
     mode("always")
     kwargs = {"task": task} if task == "multilabel" else {}
     with torch._dynamo.config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
@@ -507,3 +508,24 @@ def test_one_kernel_serves_many_call_signatures_without_hitting_the_recompile_li
         with torch.no_grad():
             assert torch.isfinite(loss(z, t, gamma=2.0, **kwargs))
     assert not _compiled.compile_broken()
+
+
+def test_fixed_gamma_reaches_the_kernel_as_one_kept_device_tensor(mode):
+    """A float γ is made on the device once and reused: a new tensor per call is a
+    host-to-device copy, after which PyTorch waits for the device (every loss call on a GPU
+    then queues behind the work before it). Made first under inference mode, it still serves
+    a training call."""
+    from torch_imbalance.functional import _fused
+
+    with torch.inference_mode():
+        first = _fused.gamma_on(2.75, torch.float32, torch.device("cpu"))
+        z, t = make_batch("multiclass", (2, 3, 4, 5), 0.1, dtype=torch.float32)
+        mode("always")
+        TF.focal_loss(z, t, gamma=2.75)
+    assert _fused.gamma_on(2.75, torch.float32, torch.device("cpu")) is first
+    assert not first.is_inference() and first.item() == 2.75
+    x = z.clone().requires_grad_()
+    TF.focal_loss(x, t, gamma=2.75).backward()
+    assert torch.isfinite(x.grad).all()
+    learnable = torch.tensor(1.5, requires_grad=True)
+    assert _fused.gamma_on(learnable, torch.float64, torch.device("cpu")).dtype == torch.float64

@@ -224,17 +224,32 @@ def _cached_kernel(
     return _kernels[key][0]
 
 
-def _signature(value: Any) -> Hashable:
-    """What of a kernel argument torch.compile guards on beyond sizes: rank, dtype, device,
+def _signature(values: tuple[Any, ...] | list[Any], devices: set[str]) -> Hashable:
+    """What of the kernel arguments torch.compile guards on beyond sizes: rank, dtype, device,
     ``requires_grad`` of a tensor and the rank of the tensor it views (the kernels take
     ``(N, C, L)`` views of 2-D to 5-D inputs, and dynamo guards on the base too), the type of
-    anything else (nested in tuples)."""
-    if isinstance(value, torch.Tensor):
-        base = None if value._base is None else value._base.dim()
-        return (value.dim(), value.dtype, value.device.type, value.requires_grad, base)
-    if isinstance(value, (tuple, list)):
-        return tuple(_signature(item) for item in value)
-    return type(value)
+    anything else (nested in tuples). Adds the tensors' device types to ``devices``. (Called
+    on every loss call: a plain loop, a few µs.)"""
+    described: list[Hashable] = []
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            base = value._base
+            device = value.device.type
+            devices.add(device)
+            described.append(
+                (
+                    value.dim(),
+                    value.dtype,
+                    device,
+                    value.requires_grad,
+                    None if base is None else base.dim(),
+                )
+            )
+        elif isinstance(value, (tuple, list)):
+            described.append(_signature(value, devices))
+        else:
+            described.append(type(value))
+    return tuple(described)
 
 
 class _PerSignature:
@@ -264,10 +279,10 @@ class _PerSignature:
         self.copies: dict[Hashable, Callable[..., Any]] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        devices = {a.device.type for a in args if isinstance(a, torch.Tensor)}
+        devices: set[str] = set()
         signature = (
-            _signature(args),
-            tuple(sorted((name, _signature(value)) for name, value in kwargs.items())),
+            _signature(args, devices),
+            tuple((name, _signature((kwargs[name],), devices)) for name in sorted(kwargs)),
             torch.is_grad_enabled(),
             tuple(sorted((d, torch.is_autocast_enabled(d)) for d in devices)),
         )
