@@ -71,6 +71,30 @@ def test_dual_focal_rho1_beta_term_is_negative_half_of_bce_on_p():
     torch.testing.assert_close(ce_plus_beta, bce.sum(1))
 
 
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_dual_focal_two_classes_confident_and_wrong_closed_form(task):
+    """Two classes, γ = α = β = ρ = 1: with d the target's logit gap, p_t = σ(d) and
+    1 − p_other = p_t, so ℓ = 2·softplus(−d) + 2·(1 − σ(d)) (multi-class), and per entry
+    ``softplus(∓z) + β·softplus(±z)``-style terms (multi-label). Checked at |d| up to 40, where
+    1 − p rounds away in float64 (the float64 reference once lost 1e-8 of relative accuracy
+    there; our log-space terms must not)."""
+    d = torch.tensor([-40.0, -24.9, -12.0, 0.3, 15.0, 35.0], dtype=torch.float64)
+    if task == "multiclass":
+        z = torch.stack([d / 2, -d / 2], dim=1)  # target 0, gap z_0 − z_1 = d
+        t = torch.zeros(len(d), dtype=torch.long)
+        expected = 2 * F.softplus(-d) + 2 * torch.sigmoid(-d)
+        ours = TF.dual_focal_loss(z, t, reduction="none")
+    else:
+        z = d.view(-1, 1)
+        t = torch.ones_like(z, dtype=torch.long)  # −log σ(z) + |1 − σ(z)|
+        expected = (F.softplus(-d) + torch.sigmoid(-d)).view(-1, 1)
+        ours = TF.dual_focal_loss(z, t, reduction="none", task="multilabel")
+    # atol: at d = 35 the loss is 2.5e-15 and |1 − p_t| is a difference of numbers near 1.
+    torch.testing.assert_close(ours, expected, rtol=1e-11, atol=1e-15)
+    reference = ref.dual_focal(z, t, reduction="none", task=task)
+    torch.testing.assert_close(reference, expected, rtol=1e-11, atol=1e-15)
+
+
 def test_dual_focal_alpha0_beta0_is_cross_entropy():
     z, t = make_batch("multiclass", (3, 4, 5, 5), 0.2)
     w = torch.rand(4, dtype=z.dtype) + 0.5
