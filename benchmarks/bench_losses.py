@@ -416,6 +416,7 @@ def main() -> None:
         [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     )
     results: dict = {"repeats": args.repeats, "blocks": []}
+    out = Path(args.out)
     for device_name in devices:
         device = torch.device(device_name)
         results["environment"] = environment(device, args.threads)
@@ -464,10 +465,8 @@ def main() -> None:
                     }
                 )
                 del z, t, y, cases
-                table = write_results(results, Path(args.out))  # after every block: a run
-                # stopped part-way keeps what it measured
-    out = Path(args.out)
-    print(table)
+                write_results(results, out)  # after every block: a stopped run keeps these
+    print(write_results(results, out))
     print(f"\nwritten: {out / 'bench_losses.md'}, {out / 'bench_losses.json'}")
 
 

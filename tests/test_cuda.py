@@ -66,14 +66,16 @@ def test_cuda_float64_matches_cpu_reference(mode, case, task, path, reduction):
     torch.testing.assert_close(grad.cpu(), expected_grad, rtol=1e-8, atol=1e-10)
     runs = _compiled.kernel_runs()
     assert not _compiled.compile_broken(), _compiled._state["broken"]
-    if path == "never":
-        assert not any(key.startswith("compiled-") for key in runs), runs
+    compiled = any(key.startswith("compiled-") for key in runs)
+    # "always" compiles every path but one: Dual Focal's unreduced multi-class loss is eager.
+    eager_only = case.name.startswith("dual_focal") and task == "multiclass" and reduction == "none"
+    assert compiled == (path == "always" and not eager_only), runs
 
 
 @pytest.mark.parametrize(("case", "task"), TASK_CASES, ids=lambda v: case_id(v) or v)
 def test_cuda_float32_dense_auto_path(mode, case, task):
-    """A segmentation-sized float32 batch on "auto": the one-pass compiled kernel runs (reduced
-    multi-class losses) and agrees with the float64 reference to float32 rounding."""
+    """A segmentation-sized float32 batch on "auto": the one-pass compiled kernel runs (every
+    reduced loss, multi-class and multi-label) and agrees with the float64 reference to float32 rounding."""
     z, t = make_batch(task, (2, 4, 96, 96), 0.05, dtype=torch.float32)
     assert z.numel() >= _compiled.MIN_COMPILED_ELEMENTS
     weight = torch.linspace(0.5, 1.5, 4, dtype=torch.float64)
@@ -85,8 +87,7 @@ def test_cuda_float32_dense_auto_path(mode, case, task):
     loss, grad = _run(case, task, z.to(CUDA), t.to(CUDA), weight.float().to(CUDA), "mean")
     runs = _compiled.kernel_runs()
     assert not _compiled.compile_broken(), _compiled._state["broken"]
-    if task == "multiclass":
-        assert runs.get("compiled-one-pass", 0) >= 1, runs
+    assert runs.get("compiled-one-pass", 0) == 1, runs
     assert loss.dtype == torch.float32 and grad.dtype == torch.float32
     torch.testing.assert_close(loss.double().cpu(), expected, rtol=2e-5, atol=1e-6)
     scale = expected_grad.abs().max()

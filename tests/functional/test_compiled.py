@@ -497,6 +497,7 @@ def test_one_kernel_serves_many_call_signatures_without_hitting_the_recompile_li
     uncompiled, silently (seen on CUDA: a benchmark over four shapes with autocast)."""
     monkeypatch.setattr(_compiled, "_kernels", {})  # copies built by earlier tests saw other sizes
     mode("always")
+    _compiled.kernel_runs(reset=True)
     kwargs = {"task": task} if task == "multilabel" else {}
     with torch._dynamo.config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
         for shape in [(6, 3), (2, 3, 4, 5), (1, 3, 2, 3, 4)]:
@@ -508,6 +509,8 @@ def test_one_kernel_serves_many_call_signatures_without_hitting_the_recompile_li
         with torch.no_grad():
             assert torch.isfinite(loss(z, t, gamma=2.0, **kwargs))
     assert not _compiled.compile_broken()
+    # Every call (6 with grad, 1 without) ran compiled, none fell back to eager.
+    assert _compiled.kernel_runs().get("compiled-one-pass", 0) == 7
 
 
 def test_fixed_gamma_reaches_the_kernel_as_one_kept_device_tensor(mode):
@@ -524,8 +527,12 @@ def test_fixed_gamma_reaches_the_kernel_as_one_kept_device_tensor(mode):
         TF.focal_loss(z, t, gamma=2.75)
     assert _fused.gamma_on(2.75, torch.float32, torch.device("cpu")) is first
     assert not first.is_inference() and first.item() == 2.75
+    # A training call takes its γ from the kept tensors: a lookup, no new tensor.
+    before = _fused._constant.cache_info()
     x = z.clone().requires_grad_()
     TF.focal_loss(x, t, gamma=2.75).backward()
+    after = _fused._constant.cache_info()
+    assert after.hits > before.hits and after.misses == before.misses
     assert torch.isfinite(x.grad).all()
     learnable = torch.tensor(1.5, requires_grad=True)
     assert _fused.gamma_on(learnable, torch.float64, torch.device("cpu")).dtype == torch.float64

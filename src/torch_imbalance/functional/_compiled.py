@@ -270,12 +270,10 @@ class _PerSignature:
         fullgraph: bool,
         keywords: dict[str, Any],
     ) -> None:
-        self.function, self.options, self.fullgraph, self.keywords = (
-            function,
-            options,
-            fullgraph,
-            keywords,
-        )
+        self.function = function
+        self.options = options
+        self.fullgraph = fullgraph
+        self.keywords = keywords
         self.copies: dict[Hashable, Callable[..., Any]] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
