@@ -30,6 +30,21 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from torch_imbalance.functional._classwise import (
+    MASKED_SUM_CLASSES,
+    ClassValues,
+    assemble,
+    class_max,
+    class_offsets,
+    class_sum,
+    first_max,
+    is_class,
+    per_class,
+    pick,
+    split_classes,
+    unrolls,
+)
+
 # The kernel bodies below are marked "no cover (compiled)": they run only through torch.compile,
 # whose tracer executes them symbolically, out of coverage's sight; tests/functional/
 # test_compiled.py checks that they ran (kernel_runs) and what they computed.
@@ -138,14 +153,17 @@ def gap_kernels(
     floor: float,
     gamma: float | None,
     wants_gamma: bool,
+    classes: int,
 ) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """Compiled ``(forward, backward)`` for one loss configuration (cached).
 
     A float ``gamma`` is compiled in as a constant (``None``: γ is a tensor argument);
-    ``wants_gamma`` adds the ``∂ℓ/∂γ`` output.
+    ``wants_gamma`` adds the ``∂ℓ/∂γ`` output. ``classes``: the number of classes (an
+    unrolled kernel is built per count, see ``_classwise``).
     """
-    spec = GapSpec(scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma)
-    key = (_head_key(head_loss), spec)
+    unrolled = unrolls(classes)
+    spec = GapSpec(scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma, unrolled)
+    key = (_head_key(head_loss), spec, classes if unrolled else None)
     if key not in _kernels:
         forward = _PerSignature(_gap_forward, None, False, {"spec": spec, "head_loss": head_loss})
         backward = _PerSignature(_gap_backward, None, False, {"spec": spec})
@@ -164,21 +182,29 @@ def one_pass_kernel(
     wants_gamma: bool,
     ignore_index: int,
     normalisers: tuple[str, ...],
+    classes: int,
 ) -> Callable[..., Any]:
-    """Compiled ``(logits, raw target, class weight, offsets, shifts, γ) -> (reduced loss,
-    gradient, ∂/∂γ, invalid-input flag)`` for one configuration (cached): the ignore mask, the
-    class weights, the mean's denominator, the value checks, the forward and the closed-form
-    gradient of :func:`_gap_forward` / :func:`_gap_backward`, fused so that each logit is read
-    once and its gradient written once.
+    """Compiled ``(logits, raw target, label counts, class weight, offsets, shifts, γ) ->
+    (reduced loss, gradient, ∂/∂γ, invalid-input flag)`` for one configuration (cached): the
+    ignore mask, the class weights, the mean's denominator, the value checks, the forward and
+    the closed-form gradient of :func:`_gap_forward` / :func:`_gap_backward`, fused so that each
+    logit is read once and its gradient written once. The normalisers' factors
+    (:func:`normaliser_scales`, None for a sum) are computed before, from the labels alone, so
+    that the gradient is written in the loop that reads the logits (with ``Σ w`` taken in the
+    same loop, the compiler kept per-element values in full-size buffers until it was known).
 
     ``normalisers``: ``("sum",)`` or ``("weight",)`` (a mean over ``Σ w_i``) for the whole
     loss, or one per head (``"sum"``, ``"weight"`` or ``"count"``: the number of labelled
-    elements), handed to ``head_loss`` as ``term_scales`` (LMF as the authors wrote it)."""
-    spec = GapSpec(scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma)
+    elements), handed to ``head_loss`` as ``term_scales`` (LMF as the authors wrote it).
+    ``classes``: see :func:`gap_kernels`."""
+    unrolled = unrolls(classes)
+    spec = GapSpec(scales, has_offset, has_shift, dtype, floor, gamma, wants_gamma, unrolled)
     key = ("one-pass", _head_key(head_loss), spec, ignore_index, normalisers)
+    key = (*key, classes if unrolled else None)
     return _cached_kernel(
         key,
         _gap_forward_with_gradient,
+        _RECOMPUTE if unrolled else None,
         spec=spec,
         head_loss=head_loss,
         ignore_index=ignore_index,
@@ -304,34 +330,22 @@ class GapSpec:
     floor: float
     gamma: float | None
     wants_gamma: bool
+    #: The class axis unrolled (see ``_classwise``); the kernels are then built per class count.
+    unrolled: bool = False
 
 
 def _head_logits(  # pragma: no cover (compiled)
-    z: torch.Tensor, k: int, spec: GapSpec, offsets: list[torch.Tensor | None]
-) -> torch.Tensor:
-    y = z * spec.scales[k] if spec.scales[k] != 1.0 else z
+    z: ClassValues, k: int, spec: GapSpec, offsets: list[torch.Tensor | None]
+) -> ClassValues:
+    y = z.mul(spec.scales[k]) if spec.scales[k] != 1.0 else z
     offset = offsets[k]
     if offset is not None:
-        y = y + offset.view(1, -1, 1)
+        y = y.add(class_offsets(offset, z))
     return y
 
 
-#: Up to this many classes the target's logit is read as a masked sum over the classes (the
-#: class loop is unrolled and stays vectorised); above it, as a gather (one read per element).
-MASKED_SUM_CLASSES = 32
-
-
-def _picker(  # pragma: no cover (compiled)
-    classes: int, is_target: torch.Tensor, index: torch.Tensor
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``(N, C, S) -> (N, S)``: each element's value at its target class."""
-    if classes <= MASKED_SUM_CLASSES:
-        return lambda values: torch.where(is_target, values, 0.0).sum(1)
-    return lambda values: values.gather(1, index).squeeze(1)
-
-
-#: Largest integer ratio of two heads' scales for which the backward takes one head's
-#: exponentials as powers of the other's (LMF: LDAM's s = 30 over focal's 1).
+#: Largest integer ratio of two heads' scales for which one head's exponentials are taken as
+#: powers of the other's (LMF: LDAM's s = 30 over focal's 1).
 MAX_POWER = 64
 
 
@@ -373,6 +387,84 @@ def _integer_power(x: torch.Tensor, exponent: int) -> torch.Tensor:  # pragma: n
     return result
 
 
+@dataclass
+class _HeadExps:
+    """One head's exponentials of the non-target logits, shared by its ``lse`` and its
+    gradient: ``top = max_{j≠t} y_j`` ``(N, 1, S)``, ``e_j = exp(y_j − top)`` (class values
+    in ``[exp(floor), 1]``, or 0 where a power fell below ``exp(floor)``; the target's entry
+    is not used) and ``total = Σ_{j≠t} e_j`` (``>= 1``)."""
+
+    top: torch.Tensor
+    e: ClassValues
+    total: torch.Tensor
+
+
+def _head_exps(  # pragma: no cover (compiled)
+    z: ClassValues,
+    is_target: ClassValues,
+    spec: GapSpec,
+    offsets: list[torch.Tensor | None],
+) -> list[_HeadExps]:
+    """Each head's :class:`_HeadExps`: one ``exp`` per logit for the head with the smallest
+    scale; a head whose scale is ``r`` times that (no offsets) takes
+    ``e_j = (e_base,j)^r`` by multiplications, flushed to 0 below ``exp(floor)`` (no product
+    is subnormal: each takes a ~100× slower microcode path on x86); heads with the same
+    transform share one."""
+    shared = _shared_heads(spec)
+    # (min with key= is not traceable before torch 2.12.)
+    base = spec.scales.index(min(spec.scales))
+    found: dict[int, _HeadExps] = {}
+    for k in [base, *(k for k in range(len(spec.scales)) if k != base)]:
+        if shared[k] != k:
+            found[k] = found[shared[k]]
+            continue
+        power = _power_of(spec, k, base) if k != base else None
+        if power is None:
+            y = _head_logits(z, k, spec, offsets).masked_fill(is_target, float("-inf"))
+            top = class_max(y)
+            e = y.sub(top).clamp_min(spec.floor).exp()
+        else:
+            # y_k = r·y_base, so y_k − top_k = r (y_base − top_base); the intermediate powers
+            # of a base above exp(floor / r) stay above exp(floor).
+            cut = math.exp(spec.floor / power)
+            top = found[base].top * power
+            e = per_class(
+                lambda b, cut=cut, power=power: torch.where(
+                    b > cut, _integer_power(b.clamp_min(cut), power), 0.0
+                ),
+                found[base].e,
+            )
+        found[k] = _HeadExps(top, e, class_sum(e))
+    return [found[k] for k in range(len(spec.scales))]
+
+
+def _gap_parts(  # pragma: no cover (compiled)
+    z: ClassValues,
+    target: torch.Tensor,
+    is_target: ClassValues,
+    offsets: list[torch.Tensor | None],
+    shifts: list[torch.Tensor | None],
+    spec: GapSpec,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[_HeadExps]]:
+    """Per head ``k``: the gap ``u_k = lse_{j≠t} y_k − y_{k,t}``, ``lse_{j≠t} y_k`` (both
+    ``(N, 1, S)``, as ``target``) and the exponentials behind them."""
+    z_target = pick(z, is_target, target)
+    exps = _head_exps(z, is_target, spec, offsets)
+    gaps: list[torch.Tensor] = []
+    lses: list[torch.Tensor] = []
+    for k, head in enumerate(exps):
+        lse = head.total.log() + head.top
+        y_target = z_target * spec.scales[k]
+        offset, shift = offsets[k], shifts[k]
+        if offset is not None:
+            y_target = y_target + offset[target]
+        if shift is not None:
+            y_target = y_target - shift[target]
+        gaps.append(lse - y_target)
+        lses.append(lse)
+    return gaps, lses, exps
+
+
 def gap_values(  # pragma: no cover (compiled)
     z: torch.Tensor,
     target: torch.Tensor,
@@ -386,29 +478,39 @@ def gap_values(  # pragma: no cover (compiled)
     definition, which the compiled kernels and, under a caller's ``torch.compile``, the traced
     losses (differentiated by autograd there) both use; the eager chunks compute the same in
     place (``_fused._chunk_gaps``)."""
+    x = split_classes(z, spec.unrolled)
     index = target.unsqueeze(1)
-    is_target = torch.arange(z.shape[1], device=z.device).view(1, -1, 1) == index
-    pick = _picker(z.shape[1], is_target, index)
-    z_target = pick(z)
-    shared = _shared_heads(spec)
-    gaps: list[torch.Tensor] = []
-    lses: list[torch.Tensor] = []
-    for k in range(len(spec.scales)):
-        if shared[k] != k:
-            lse = lses[shared[k]]
-        else:
-            y = _head_logits(z, k, spec, offsets).masked_fill(is_target, float("-inf"))
-            top = y.amax(1, keepdim=True)
-            lse = (y - top).clamp_min(spec.floor).exp().sum(1).log() + top.squeeze(1)
-        y_target = z_target * spec.scales[k]
-        offset, shift = offsets[k], shifts[k]
-        if offset is not None:
-            y_target = y_target + offset[target]
-        if shift is not None:
-            y_target = y_target - shift[target]
-        gaps.append(lse - y_target)
-        lses.append(lse)
-    return gaps, lses
+    gaps, lses, _ = _gap_parts(x, index, is_class(index, x), offsets, shifts, spec)
+    return [gap.squeeze(1) for gap in gaps], [lse.squeeze(1) for lse in lses]
+
+
+def _head_slopes(  # pragma: no cover (compiled)
+    gaps: list[torch.Tensor],
+    gamma: torch.Tensor,
+    element_weight: torch.Tensor,
+    spec: GapSpec,
+    head_loss: Callable[..., Any],
+    log_upstream: torch.Tensor | float | None,
+) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+    """From ``(N, S)`` gaps: ``w·ℓ``, ``w·∂ℓ/∂u_k`` per head and (when asked for)
+    ``w·∂ℓ/∂γ``. ``log_upstream``: a lower bound on the log of the factor the slopes will be
+    multiplied by (then the heads keep them out of the subnormal range, see
+    ``_heads._cutoff``)."""
+    extra = {}
+    if log_upstream is not None:
+        extra["log_scales"] = [log_upstream + math.log(scale) for scale in spec.scales]
+    value, derivatives, d_gamma = head_loss(
+        gaps, gamma if spec.gamma is None else spec.gamma, **extra
+    )
+    weight = element_weight.to(spec.dtype)
+    slopes = [d * weight for d in derivatives]
+    if not spec.wants_gamma:
+        d_gamma = None
+    elif d_gamma is None:
+        d_gamma = torch.zeros_like(value)
+    else:
+        d_gamma = d_gamma * weight
+    return value * weight, slopes, d_gamma
 
 
 def _gap_forward(  # pragma: no cover (compiled)
@@ -421,118 +523,76 @@ def _gap_forward(  # pragma: no cover (compiled)
     *,
     spec: GapSpec,
     head_loss: Callable[..., Any],
-    log_upstream: torch.Tensor | float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``(N, C, S)`` logits -> loss, ``lse_{j≠t}`` per head, ``w·∂ℓ/∂u`` per head and, when
-    asked for, ``w·∂ℓ/∂γ``. ``log_upstream``: a lower bound on the log of the factor the
-    slopes will be multiplied by (then the heads keep them out of the subnormal range, see
-    ``_heads._cutoff``)."""
+    asked for, ``w·∂ℓ/∂γ`` (the two-pass kernels' forward)."""
     gaps, lses = gap_values(logits.to(spec.dtype), target, offsets, shifts, spec=spec)
-    extra = {}
-    if log_upstream is not None:
-        extra["log_scales"] = [log_upstream + math.log(scale) for scale in spec.scales]
-    value, derivatives, d_gamma = head_loss(
-        gaps, gamma if spec.gamma is None else spec.gamma, **extra
-    )
-    weight = element_weight.to(spec.dtype)
-    slopes = torch.stack([d * weight for d in derivatives])
-    if not spec.wants_gamma:
-        d_gamma = None
-    elif d_gamma is None:
-        d_gamma = torch.zeros_like(value)
-    else:
-        d_gamma = d_gamma * weight
-    return value * weight, torch.stack(lses), slopes, d_gamma
+    value, slopes, d_gamma = _head_slopes(gaps, gamma, element_weight, spec, head_loss, None)
+    return value, torch.stack(lses), torch.stack(slopes), d_gamma
+
+
+def _gap_gradient(  # pragma: no cover (compiled)
+    is_target: ClassValues,
+    exps: list[_HeadExps],
+    coefficients: list[torch.Tensor],
+    spec: GapSpec,
+) -> ClassValues:
+    """``Σ_k c_k ∂u_k/∂z`` for per-element ``c_k`` ``(N, 1, S)`` (the upstream gradient times
+    ``w·ℓ'_k``), with ``∂u_k/∂z_j = a_k e_kj / total_k`` for ``j ≠ t`` and ``−a_k`` at ``t``:
+    no ``exp`` of its own (the forward's ``e`` are reused).
+
+    No product is subnormal (a mean over 10⁶ pixels scales every term by 10⁻⁶, and a
+    subnormal result takes a ~100× slower microcode path on x86: LDAM's ``s = 30`` once made
+    seg-4 3× slower): a term below ``exp(floor)`` is 0, chosen per logit by comparing ``e``
+    with a per-element threshold before multiplying."""
+    smallest = math.exp(spec.floor)
+    shared = _shared_heads(spec)
+    scaled = [coefficients[k] * spec.scales[k] for k in range(len(spec.scales))]
+    at_target = -functools.reduce(torch.add, scaled)
+    total: ClassValues | None = None
+    for k, head in enumerate(exps):
+        if shared[k] != k:
+            continue
+        coefficient = functools.reduce(
+            torch.add, [scaled[j] for j in range(len(shared)) if shared[j] == k]
+        )
+        factor = coefficient / head.total
+        size = factor.abs()
+        factor = torch.where(size < smallest, 0.0, factor)
+        threshold = smallest / size.clamp_min(smallest)
+        term = per_class(
+            lambda e, threshold=threshold, factor=factor: (
+                torch.where(e >= threshold, e, 0.0) * factor
+            ),
+            head.e,
+        )
+        total = term if total is None else total + term
+    assert total is not None
+    return per_class(lambda t, other: torch.where(t, at_target, other), is_target, total)
 
 
 def _gap_backward(  # pragma: no cover (compiled)
     logits: torch.Tensor,
     target: torch.Tensor,
-    lses: torch.Tensor,
     slopes: torch.Tensor,
     upstream: torch.Tensor,
     offsets: list[torch.Tensor | None],
     *,
     spec: GapSpec,
 ) -> torch.Tensor:
-    """``Σ_k (w·ℓ'_k·g) ∂u_k/∂z`` as ``(N, C, S)`` in the logits' dtype, with
-    ``∂u_k/∂z_j = a_k exp(y_kj − lse_k)`` for ``j ≠ t`` and ``−a_k`` at ``t``.
-
-    Heads with the same non-target transform share ``exp(y_j − lse)`` (their coefficients are
-    summed). A head whose scale is ``r`` times the smallest one's (no offsets) takes no ``exp``
-    of its own: with ``m = max_{j≠t} z_j`` and ``b_j = exp(a₀ (z_j − m)) ≤ 1``,
-    ``exp(y_kj − lse_k) = b_j^r · exp(a_k m − lse_k)``.
-
-    No product here is subnormal (each takes a ~100× slower microcode path on x86, and a mean
-    over 10⁶ pixels scales every term by 10⁻⁶: LDAM's ``s = 30`` made seg-4 3× slower): the
-    per-element coefficient enters the exponent as ``log |c|`` (terms below ``exp(floor)``
-    become ``±exp(floor)``, 0 where ``c = 0``), and the powers are flushed to 0 below a
-    per-element threshold (:func:`_flushed_power`)."""
-    z = logits.to(spec.dtype)
-    floor = spec.floor
-    is_target = torch.arange(z.shape[1], device=z.device).view(1, -1, 1) == target.unsqueeze(1)
-    shared = _shared_heads(spec)
-    coefficients = [slopes[k] * upstream * spec.scales[k] for k in range(len(spec.scales))]
-    total: torch.Tensor | None = None
-    at_target: torch.Tensor | None = None
-    for k in range(len(spec.scales)):
-        at_target = -coefficients[k] if at_target is None else at_target - coefficients[k]
-    # The head with the smallest scale is the base of the others' powers.
-    # (min with key= is not traceable before torch 2.12.)
-    base = spec.scales.index(min(spec.scales))
-    powers: dict[int, int] = {}
-    for k in range(len(spec.scales)):
-        power = _power_of(spec, k, base) if shared[k] == k and k != base else None
-        if power is not None:
-            powers[k] = power
-    top: torch.Tensor | None = None
-    base_exp: torch.Tensor | None = None
-    if powers:
-        top = z.masked_fill(is_target, float("-inf")).amax(1, keepdim=True)
-        # At most 1 (0 in the exponent): the target's entry, above ``top``, is not used.
-        base_exp = ((z - top) * spec.scales[base]).clamp(floor, 0.0).exp()
-    for k in range(len(spec.scales)):
-        if shared[k] != k:
-            continue
-        coefficient = sum(coefficients[j] for j in range(len(shared)) if shared[j] == k)
-        log_size = coefficient.abs().log().unsqueeze(1)  # type: ignore[union-attr]
-        sign = coefficient.sign().unsqueeze(1)  # type: ignore[union-attr]
-        lse = lses[k].unsqueeze(1)
-        if base_exp is not None and top is not None and (k == base or k in powers):
-            log_factor = top * spec.scales[k] - lse + log_size
-            term = _flushed_power(base_exp, powers.get(k, 1), log_factor, sign, floor)
-        else:
-            exponent = _head_logits(z, k, spec, offsets) - (lse - log_size)
-            # Capped above too: the target's entry (replaced below) must not overflow.
-            term = exponent.clamp(floor, -floor).exp() * sign
-        total = term if total is None else total + term
-    assert total is not None and at_target is not None
-    return torch.where(is_target, at_target.unsqueeze(1), total).to(logits.dtype)
-
-
-def _flushed_power(  # pragma: no cover (compiled)
-    base: torch.Tensor,
-    power: int,
-    log_factor: torch.Tensor,
-    sign: torch.Tensor,
-    floor: float,
-) -> torch.Tensor:
-    """``sign · base^power · exp(log_factor)`` for ``base`` in ``[exp(floor), 1]`` (per
-    logit) and per-element ``log_factor`` / ``sign``, 0 where the result is below
-    ``exp(floor)``. The base is clamped at the per-element threshold before the powers are
-    taken, so that no intermediate power and no product is subnormal."""
-    # base^power · e^L >= e^floor  <=>  base > exp((floor − L) / power); with L <= 0 clamped
-    # in, every partial power base^i (i <= power) is >= e^floor too.
-    threshold = ((floor - log_factor.clamp_max(0.0)) / power).clamp_max(0.0).exp()
-    kept = base > threshold
-    powered = _integer_power(torch.maximum(base, threshold), power) if power > 1 else base
-    factor = log_factor.clamp_min(floor).exp() * sign
-    return torch.where(kept, powered, 0.0) * factor
+    """``Σ_k (w·ℓ'_k·g) ∂u_k/∂z`` as ``(N, C, S)`` in the logits' dtype (the two-pass
+    kernels' backward: the exponentials are recomputed, see :func:`_gap_gradient`)."""
+    z = split_classes(logits.to(spec.dtype), spec.unrolled)
+    is_target = is_class(target.unsqueeze(1), z)
+    exps = _head_exps(z, is_target, spec, offsets)
+    coefficients = [(slopes[k] * upstream).unsqueeze(1) for k in range(len(spec.scales))]
+    return assemble(_gap_gradient(is_target, exps, coefficients, spec)).to(logits.dtype)
 
 
 def _gap_forward_with_gradient(  # pragma: no cover (compiled)
     logits: torch.Tensor,
     target: torch.Tensor,
+    normaliser_factors: torch.Tensor | None,
     class_weight: torch.Tensor | None,
     offsets: list[torch.Tensor | None],
     shifts: list[torch.Tensor | None],
@@ -545,55 +605,50 @@ def _gap_forward_with_gradient(  # pragma: no cover (compiled)
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The reduced loss (``F.cross_entropy``'s convention: a mean divides by ``Σ w_i`` over
     the labelled elements), its gradient with respect to the logits and (when asked for) to γ,
-    from the raw targets: the same two functions as the two-pass kernels, which the compiler
-    fuses with the masking and weighting into one loop over the logits."""
+    from the raw targets: the same functions as the two-pass kernels, which the compiler fuses
+    with the masking and weighting into one loop over the logits (unrolled classes)."""
     per_term = len(normalisers) > 1
     mean = normalisers == ("weight",)
-    safe, weight, scale, invalid = _labelled(
-        logits, target, class_weight, ignore_index, mean, spec.dtype
+    z = split_classes(logits.to(spec.dtype), spec.unrolled)
+    # Every per-element quantity as (N, 1, S), like one class of z (see _classwise).
+    safe, weight, bad = _labelled(
+        z, target.unsqueeze(1), class_weight, ignore_index, spec.dtype, logits.shape[1]
     )
+    scale = torch.ones((), dtype=spec.dtype, device=logits.device)
+    if mean:
+        assert normaliser_factors is not None
+        scale = normaliser_factors[0]
     if per_term:
-        tiny = torch.finfo(spec.dtype).tiny
-        totals = {"weight": weight.sum(), "count": (target != ignore_index).sum().to(spec.dtype)}
-        term_scales = [
-            scale if kind == "sum" else 1.0 / totals[kind].clamp_min(tiny) for kind in normalisers
-        ]
+        assert normaliser_factors is not None
+        term_scales = [normaliser_factors[k] for k in range(len(normalisers))]
         head_loss = functools.partial(head_loss, term_scales=term_scales)
     # A bound known before the loop (1/Σw is not): 1/(count · max(1, max w)) is below every
     # normaliser (mean, per-term weight or count, sum).
     log_upstream: torch.Tensor | float = -math.log(max(target.numel(), 1))
     if class_weight is not None:
         log_upstream = log_upstream - class_weight.amax().clamp_min(1.0).log()
-    loss, lses, slopes, d_gamma = _gap_forward(
-        logits,
-        safe,
-        weight,
-        offsets,
-        shifts,
-        gamma,
-        spec=spec,
-        head_loss=head_loss,
-        log_upstream=log_upstream,
-    )
-    grad = _gap_backward(logits, safe, lses, slopes, scale, offsets, spec=spec)
+    is_target = is_class(safe, z)
+    gaps, _, exps = _gap_parts(z, safe, is_target, offsets, shifts, spec)
+    value, slopes, d_gamma = _head_slopes(gaps, gamma, weight, spec, head_loss, log_upstream)
+    coefficients = [slope * scale for slope in slopes]
+    grad = assemble(_gap_gradient(is_target, exps, coefficients, spec)).to(logits.dtype)
     d_gamma = None if d_gamma is None else d_gamma.sum() * scale
-    return loss.sum() * scale, grad, d_gamma, invalid
+    loss = _flagged(value, bad).sum() * scale
+    return loss, grad, d_gamma, ~torch.isfinite(loss)
 
 
 def _labelled(  # pragma: no cover (compiled)
-    logits: torch.Tensor,
+    z: ClassValues,
     target: torch.Tensor,
     class_weight: torch.Tensor | None,
     ignore_index: int,
-    mean: bool,
     dtype: torch.dtype,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """From the raw ``(N, S)`` targets: the targets with ignored (and out-of-range) entries set
-    to 0, each element's weight (0 where ignored), the reduction's factor (``1 / Σ w`` for a
-    mean, else 1) and the validation flag, all in the loop that reads the logits: whether a
-    logit is NaN/inf or a label outside ``[0, C)`` (checked, with the full message, after the
-    kernel)."""
-    classes = logits.shape[1]
+    classes: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From the raw ``(N, 1, S)`` targets: the targets with ignored (and out-of-range) entries set
+    to 0, each element's weight (0 where ignored) and whether the element is invalid: a logit
+    NaN/inf or a label outside ``[0, C)`` (see :func:`_flagged`). ``z``: the logits as class
+    values in the compute dtype."""
     valid = target != ignore_index
     in_range = (target >= 0) & (target < classes)
     safe = torch.where(valid & in_range, target, 0)
@@ -601,16 +656,21 @@ def _labelled(  # pragma: no cover (compiled)
         weight = valid.to(dtype)
     else:
         weight = torch.where(valid, class_weight[safe], 0.0)
-    if mean:
-        scale = 1.0 / weight.sum().clamp_min(torch.finfo(dtype).tiny)
-    else:
-        scale = torch.ones((), dtype=dtype, device=logits.device)
     # A per-element sum over the classes is not finite when a logit is not (or, rarely, when
     # huge logits overflow it: then the eager checks find nothing and let the loss run); it is
     # fused with the loop over the classes, unlike a separate pass over all logits.
-    finite = torch.isfinite(logits.sum(1)).all()
-    invalid = (valid & ~in_range).any() | ~finite
-    return safe, weight, scale, invalid
+    bad = (valid & ~in_range) | ~torch.isfinite(class_sum(z))
+    return safe, weight, bad
+
+
+def _flagged(value: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:  # pragma: no cover (compiled)
+    """Per-element losses, NaN where the input is invalid: the reduced loss is then not finite
+    and the eager checks run and say what is wrong (their full message, after the kernel).
+
+    Why not a separate ``any()``: a reduction over the elements in the loop that reads the
+    logits keeps the compiler from writing the gradient in that loop (it stored the per-class
+    exponentials in full-size buffers for a second loop instead: seg-4 focal 9.5 -> 5 ms)."""
+    return torch.where(bad, float("nan"), value)
 
 
 # ----------------------------------------------------------------------------- Dual Focal
@@ -623,14 +683,20 @@ def dual_focal_kernel(
     dtype: torch.dtype,
     ignore_index: int,
     mean: bool,
+    classes: int,
     large: bool = False,
 ) -> Callable[..., Any]:
-    """Compiled ``(logits, raw target, class weight, γ) -> (reduced loss, gradient, ∂/∂γ,
-    invalid-input flag)`` of
-    the multi-class Dual Focal loss for one configuration (cached); the formulas are those of
-    ``_dual_focal_fused`` (its docstring derives them), written over the whole tensor.
+    """Compiled ``(logits, raw target, normaliser factor, class weight, γ) -> (reduced loss,
+    gradient, ∂/∂γ, invalid-input flag)`` of the multi-class Dual Focal loss for one
+    configuration (cached); the formulas are those of ``_dual_focal_fused`` (its docstring
+    derives them), written over class values (see ``_classwise``; whole, see below). The
+    normaliser factor: :func:`normaliser_scales` (None for a sum).
     ``large`` (see :data:`RECOMPUTE_ELEMENTS`): built with the recompute-over-store options."""
+    # The whole form: unrolled and recomputed (one loop) it ran seg-4 in 18 ms instead of 40,
+    # but inductor's code generation then took up to 250 s for one configuration (ρ ≠ 1).
+    unrolled = False
     key = ("dual-focal", alpha, beta, rho, gamma, wants_gamma, dtype, ignore_index, mean, large)
+    key = (*key, classes if unrolled else None)
     return _cached_kernel(
         key,
         _dual_focal_forward_with_gradient,
@@ -643,12 +709,18 @@ def dual_focal_kernel(
         dtype=dtype,
         ignore_index=ignore_index,
         mean=mean,
+        unrolled=unrolled,
     )
+
+
+def _plus(total: ClassValues | None, term: ClassValues) -> ClassValues:  # pragma: no cover
+    return term if total is None else total.add(term)
 
 
 def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     logits: torch.Tensor,
     target: torch.Tensor,
+    normaliser_factors: torch.Tensor | None,
     class_weight: torch.Tensor | None,
     gamma: torch.Tensor,
     *,
@@ -660,54 +732,57 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     dtype: torch.dtype,
     ignore_index: int,
     mean: bool,
+    unrolled: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Per element, ``t`` the target and ``j*`` the arg-max of the other classes (the only one
-    whose probability can exceed 1/2); every quantity in log space as in the eager kernel."""
+    whose probability can exceed 1/2); every quantity in log space as in the eager kernel.
+    Per-element quantities are ``(N, 1, S)``, per-class ones class values."""
     floor = -87.0 if dtype == torch.float32 else -708.0
-    z = logits.to(dtype)
-    classes = z.shape[1]
-    safe, weight, scale, invalid = _labelled(
-        logits, target, class_weight, ignore_index, mean, dtype
-    )
-    g = (weight * scale).unsqueeze(1)
-    c_index = torch.arange(classes, device=z.device).view(1, -1, 1)
-    is_t = c_index == safe.unsqueeze(1)
-    pick = _picker(classes, is_t, safe.unsqueeze(1))
-    z_t = pick(z).unsqueeze(1)
-    others = z.masked_fill(is_t, float("-inf"))
-    top, j_star = others.max(1, keepdim=True)
-    is_star = c_index == j_star
-    outside = ~(is_t | is_star)  # the classes c ∉ {t, j*}
+    z = split_classes(logits.to(dtype), unrolled)
+    classes = logits.shape[1]
+    index = target.unsqueeze(1)
+    safe, weight, bad = _labelled(z, index, class_weight, ignore_index, dtype, classes)
+    scale = torch.ones((), dtype=dtype, device=logits.device)
+    if mean:
+        assert normaliser_factors is not None
+        scale = normaliser_factors[0]
+    g = weight * scale
+    is_t = is_class(safe, z)
+    z_t = pick(z, is_t, safe)
+    top, is_star = first_max(z.masked_fill(is_t, float("-inf")))
+    outside = per_class(lambda t, s: ~(t | s), is_t, is_star)  # the classes c ∉ {t, j*}
     # One exp per logit, centred on the largest of the classes ∉ {t, j*} (exact for the terms
     # that matter however far apart the logits are); with 2 classes there are none.
-    rest_top = z.masked_fill(~outside, float("-inf")).amax(1, keepdim=True)
+    rest_top = class_max(per_class(lambda o, c: torch.where(o, c, float("-inf")), outside, z))
     has_rest = torch.isfinite(rest_top)
     rest_top = torch.where(has_rest, rest_top, top)
-    e = torch.where(outside, (z - rest_top).clamp_min(floor).exp(), 0.0)
-    rest_sum = e.sum(1, keepdim=True)  # >= 1 with a rest, 0 without
+    e = per_class(
+        lambda o, c: torch.where(o, (c - rest_top).clamp_min(floor).exp(), 0.0), outside, z
+    )
+    rest_sum = class_sum(e)  # >= 1 with a rest, 0 without
     lse_others = top + torch.log1p(rest_sum * (rest_top - top).exp())
     lse = torch.logaddexp(lse_others, z_t)
     gap = lse_others - z_t  # u: CE = softplus(u), 1 − p_t = σ(u)
     rest_lse = torch.where(has_rest, rest_top + rest_sum.log(), float("-inf"))
     log1m_p_star = torch.logaddexp(z_t, rest_lse) - lse
-    log_p = z - lse
     log_p_star = top - lse
     p_star = log_p_star.exp()
-    p = e * (rest_top - lse).exp()  # p_c = e_c e^{rest_top − lse}: no new exp
+    p = e.mul((rest_top - lse).exp())  # p_c = e_c e^{rest_top − lse}: no new exp
     # w_c = p_c / (1 − p*) = e_c / (e^{z_t − rest_top} + Σ e): a per-element reciprocal.
     tiny = torch.finfo(dtype).tiny
-    w = e * (1.0 / ((z_t - rest_top).exp() + rest_sum).clamp_min(tiny))
+    w = e.mul(1.0 / ((z_t - rest_top).exp() + rest_sum).clamp_min(tiny))
     value = F.softplus(gap)
     ratio_sum = torch.zeros_like(gap)
     log_rho_star = log1m_p_star
     if beta != 0:
         if rho == 1.0:
-            log_false = torch.log1p(-p).sum(1, keepdim=True) + log1m_p_star
+            log_false = class_sum(per_class(lambda q: torch.log1p(-q), p)) + log1m_p_star
         else:
             log_rho_star = torch.logaddexp(log1m_p_star, torch.full_like(gap, math.log(rho - 1)))
-            log_false = (torch.log(rho - p).sum(1, keepdim=True) - 2 * math.log(rho)) + log_rho_star
+            logs = class_sum(per_class(lambda q: torch.log(rho - q), p))
+            log_false = (logs - 2 * math.log(rho)) + log_rho_star
         value = value - beta * log_false
-        ratio_sum = (p / (rho - p)).sum(1, keepdim=True)
+        ratio_sum = class_sum(per_class(lambda q: q / (rho - q), p))
     use_alpha = alpha != 0 and fixed_gamma != 0.0
     g_gamma = gamma if fixed_gamma is None else fixed_gamma
     log_sig = F.logsigmoid(gap)
@@ -718,12 +793,15 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
         if fixed_gamma == 1.0:  # the paper's default: powers are the probabilities themselves
             power, power_star, sig_gamma = p, p_star, log_sig.exp()
         elif fixed_gamma == 2.0:
-            power, power_star, sig_gamma = p * p, p_star * p_star, (2 * log_sig).exp()
+            power = per_class(lambda q: q * q, p)
+            power_star, sig_gamma = p_star * p_star, (2 * log_sig).exp()
         else:
-            power = torch.where(outside, (log_p * g_gamma).exp(), 0.0)
+            power = per_class(
+                lambda o, c: torch.where(o, ((c - lse) * g_gamma).exp(), 0.0), outside, z
+            )
             power_star = torch.exp(g_gamma * log_p_star)
             sig_gamma = torch.exp(g_gamma * log_sig)
-        power_sum = power.sum(1, keepdim=True) + power_star
+        power_sum = class_sum(power) + power_star
         value = value + alpha * (sig_gamma + power_sum)
     # The gradient, per class c ∉ {t, j*}: G = w_c·(k_p (1 − p*) + k_w) + αγ p_c^γ + β r_c.
     one_m_p_star = log1m_p_star.exp()
@@ -732,11 +810,11 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     sig = log_sig.exp()
     k_p = torch.ones_like(gap)
     k_w = torch.zeros_like(gap)
-    grad = torch.zeros_like(z)
+    grad: ClassValues | None = None
     at_target = -sig
     at_star = p_star
     if beta != 0:
-        grad = grad + beta * (p / (rho - p))
+        grad = per_class(lambda q: beta * (q / (rho - q)), p)
         k_p = k_p - beta * ratio_sum
         star_coef = p_star * (log1m_p_star - log_rho_star).exp()
         k_w = k_w - beta * star_coef
@@ -744,33 +822,40 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
         at_star = at_star - beta * (p_star * ratio_sum - star_coef)
     if use_alpha:
         assert power is not None and power_sum is not None and power_star is not None
-        grad = grad + (g_gamma * alpha) * power
+        grad = _plus(grad, power.mul(g_gamma * alpha))
         k_p = k_p - alpha * g_gamma * power_sum
         # σ(u)^γ p_t q_c = p_c σ(u)^{γ−1}: a per-element factor on p_c (no exp per class).
         # p_c ≤ σ(u) bounds the product by σ(u)^γ; the factor (large only for γ < 1 and
         # σ(u) → 0) is capped below overflow, which changes only terms below exp(−cap·γ/(1−γ)).
         focal_scale = (g_gamma - 1) * log_sig
         if fixed_gamma == 1.0:  # exp(log p_c + 0) = p_c
-            focal_extra = p
+            focal_factor = (alpha * g_gamma) * p_t
         else:
-            focal_extra = p * focal_scale.clamp_max(-floor - 7.0).exp()
-        grad = grad + (alpha * g_gamma) * p_t * focal_extra
+            focal_factor = (alpha * g_gamma) * p_t * focal_scale.clamp_max(-floor - 7.0).exp()
+        grad = grad.add(p.mul(focal_factor))
         at_target = at_target - alpha * g_gamma * (p_t * power_sum + sig_gamma * p_t)
         star_focal = p_t * torch.exp(log_p_star + focal_scale)
         at_star = at_star + alpha * g_gamma * (power_star - p_star * power_sum + star_focal)
-    grad = grad + w * (k_p * one_m_p_star + k_w)
-    grad = torch.where(is_t, at_target, torch.where(is_star, at_star, grad)) * g
+    grad = _plus(grad, w.mul(k_p * one_m_p_star + k_w))
+    gradient = per_class(
+        lambda t, s, c: torch.where(t, at_target, torch.where(s, at_star, c)) * g,
+        is_t,
+        is_star,
+        grad,
+    )
     d_gamma = None
     if wants_gamma:
         if use_alpha:
             assert power is not None and sig_gamma is not None and power_star is not None
-            log_power = torch.where(outside, power * log_p, 0.0).sum(1, keepdim=True)
+            log_power = class_sum(
+                per_class(lambda o, q, c: torch.where(o, q * (c - lse), 0.0), outside, power, z)
+            )
             per_element = sig_gamma * log_sig + log_power + power_star * log_p_star
             d_gamma = (alpha * per_element * g).sum()
         else:
-            d_gamma = torch.zeros((), dtype=dtype, device=z.device)
-    loss = (value.squeeze(1) * weight).sum() * scale
-    return loss, grad.to(logits.dtype), d_gamma, invalid
+            d_gamma = torch.zeros((), dtype=dtype, device=logits.device)
+    loss = _flagged(value * weight, bad).sum() * scale
+    return loss, assemble(gradient).to(logits.dtype), d_gamma, ~torch.isfinite(loss)
 
 
 # ---------------------------------------------------------------------------- multi-label
@@ -919,6 +1004,71 @@ def _multilabel_forward_with_gradient(  # pragma: no cover (compiled)
 
 
 # ------------------------------------------------------------------------------ label counts
+def normaliser_scales(
+    target: torch.Tensor,
+    class_weight: torch.Tensor | None,
+    classes: int,
+    ignore_index: int,
+    normalisers: tuple[str, ...],
+    dtype: torch.dtype,
+) -> torch.Tensor | None:
+    """Per normaliser (see :func:`one_pass_kernel`), the factor of its terms: 1 (``"sum"``),
+    ``1 / Σ w`` (``"weight"``) or ``1 / count`` (``"count"``) over the labelled elements, as
+    ``(len(normalisers),)`` in ``dtype`` (None when all are sums); with no host sync. Few
+    classes: one compiled loop over the labels (see :func:`label_counts`)."""
+    if all(kind == "sum" for kind in normalisers):
+        return None
+    if wants_compiled(target) and classes <= MASKED_SUM_CLASSES:
+        key = ("normalisers", classes, ignore_index, normalisers, dtype)
+        try:
+            kernel = _cached_kernel(
+                key,
+                _normaliser_scales,
+                classes=classes,
+                ignore_index=ignore_index,
+                normalisers=normalisers,
+                dtype=dtype,
+            )
+            factors = kernel(target, class_weight)
+        except Exception as error:
+            mark_broken(error)
+        else:
+            record_run("compiled-counts")
+            return factors
+    counts = label_counts(target, classes, ignore_index)
+    return _factors_from_counts(counts, class_weight, normalisers, dtype)
+
+
+def _factors_from_counts(
+    counts: torch.Tensor,
+    class_weight: torch.Tensor | None,
+    normalisers: tuple[str, ...],
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    counts = counts.to(dtype)
+    total = counts.sum()
+    weight_total = total if class_weight is None else (counts * class_weight).sum()
+    tiny = torch.finfo(dtype).tiny
+    totals = {"weight": weight_total, "count": total}
+    one = torch.ones((), dtype=dtype, device=counts.device)
+    return torch.stack(
+        [one if kind == "sum" else 1.0 / totals[kind].clamp_min(tiny) for kind in normalisers]
+    )
+
+
+def _normaliser_scales(  # pragma: no cover (compiled)
+    target: torch.Tensor,
+    class_weight: torch.Tensor | None,
+    *,
+    classes: int,
+    ignore_index: int,
+    normalisers: tuple[str, ...],
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    counts = _label_counts(target, num_classes=classes, ignore_index=ignore_index)
+    return _factors_from_counts(counts, class_weight, normalisers, dtype)
+
+
 def label_counts(target: torch.Tensor, num_classes: int, ignore_index: int | None) -> torch.Tensor:
     """How many elements of ``target`` hold each class ``(C,)`` (float32; ``ignore_index`` and
     values outside ``[0, C)`` not counted), with no host sync. Large inputs with few classes

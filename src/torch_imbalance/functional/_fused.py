@@ -42,6 +42,7 @@ from torch_imbalance.functional._compiled import (
     gap_kernels,
     gap_values,
     mark_broken,
+    normaliser_scales,
     one_pass_kernel,
     record_run,
     wants_compiled,
@@ -216,9 +217,13 @@ def _spec_key(
 
 
 def _compiled_kernels(
-    heads: tuple[GapHead, ...], head_loss: Callable[..., Any], dtype: torch.dtype, gamma: Any
+    heads: tuple[GapHead, ...],
+    head_loss: Callable[..., Any],
+    dtype: torch.dtype,
+    gamma: Any,
+    classes: int,
 ) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    return gap_kernels(head_loss, *_spec_key(heads, dtype, gamma))
+    return gap_kernels(head_loss, *_spec_key(heads, dtype, gamma), classes)
 
 
 def gamma_on(gamma: torch.Tensor | float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -275,7 +280,9 @@ class _GapLoss(torch.autograd.Function):
         ctx.compiled = wants_compiled(z)
         if ctx.compiled:
             try:
-                forward, ctx.backward_kernel = _compiled_kernels(heads, head_loss, dtype, gamma)
+                forward, ctx.backward_kernel = _compiled_kernels(
+                    heads, head_loss, dtype, gamma, z.shape[1]
+                )
                 gamma_tensor = gamma_on(gamma, dtype, z.device)
                 offsets, shifts = _head_tensors(heads, dtype, z.device)
                 loss, lse_others, slopes, d_gamma = forward(z, t, w, offsets, shifts, gamma_tensor)
@@ -322,7 +329,7 @@ class _GapLoss(torch.autograd.Function):
         if ctx.compiled and not compile_broken():
             try:
                 offsets, _ = _head_tensors(heads, dtype, z.device)
-                grad = ctx.backward_kernel(z, t, lse_others, slopes, g, offsets)
+                grad = ctx.backward_kernel(z, t, slopes, g, offsets)
                 record_run("compiled-backward")
             except Exception as error:
                 mark_broken(error)
@@ -509,11 +516,15 @@ def one_pass_gap_loss(
     ``_compiled.one_pass_kernel`` (one per head: ``head_loss`` takes ``term_scales``)."""
     spec = _spec_key(heads, dtype, gamma)
     offsets, shifts = _head_tensors(heads, dtype, logits.device)
-    arguments = (_as_2d(target), class_weight_in(weight, dtype, logits.device), offsets, shifts)
+    class_weight = class_weight_in(weight, dtype, logits.device)
+    factors = normaliser_scales(
+        target, class_weight, logits.shape[1], int(ignore_index), normalisers, dtype
+    )
+    arguments = (_as_2d(target), factors, class_weight, offsets, shifts)
     return one_pass_loss(
         logits,
         gamma,
-        lambda: one_pass_kernel(head_loss, *spec, int(ignore_index), normalisers),
+        lambda: one_pass_kernel(head_loss, *spec, int(ignore_index), normalisers, logits.shape[1]),
         arguments,
         dtype,
         checks,

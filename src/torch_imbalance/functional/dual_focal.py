@@ -26,7 +26,11 @@ from torch_imbalance.functional._common import (
     power_from_log,
     prepare,
 )
-from torch_imbalance.functional._compiled import RECOMPUTE_ELEMENTS, dual_focal_kernel
+from torch_imbalance.functional._compiled import (
+    RECOMPUTE_ELEMENTS,
+    dual_focal_kernel,
+    normaliser_scales,
+)
 from torch_imbalance.functional._dual_focal_fused import (
     dual_focal_terms,
     log_rho_minus_p,
@@ -197,7 +201,11 @@ def _one_pass_dual_focal(
     fixed_gamma = None if isinstance(gamma, torch.Tensor) else float(gamma)
     wants_gamma = isinstance(gamma, torch.Tensor) and gamma.requires_grad
     settings = (float(alpha), float(beta), float(rho), fixed_gamma, wants_gamma, dtype)
-    arguments = (_as_2d(target), class_weight_in(weight, dtype, input.device))
+    class_weight = class_weight_in(weight, dtype, input.device)
+    normaliser = ("weight",) if reduction == "mean" else ("sum",)
+    classes = input.shape[1]
+    factors = normaliser_scales(target, class_weight, classes, int(ignore_index), normaliser, dtype)
+    arguments = (_as_2d(target), factors, class_weight)
     return one_pass_loss(
         input,
         gamma,
@@ -205,6 +213,7 @@ def _one_pass_dual_focal(
             *settings,
             int(ignore_index),
             reduction == "mean",
+            classes,
             large=input.numel() >= RECOMPUTE_ELEMENTS,
         ),
         arguments,
