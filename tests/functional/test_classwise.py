@@ -83,8 +83,6 @@ def test_arithmetic_and_per_class(unrolled: bool) -> None:
                 "/": (y / x, torch.full_like(z, 2.0)),
                 "neg": (-x, -z),
                 "scalar": (2.0 * x - 1.0, 2 * z - 1),
-                "log1p abs": (x.abs().log1p(), z.abs().log1p()),
-                "sign": (x.sign(), z.sign()),
             }
         )
     for name, (got, expected) in checks.items():

@@ -70,15 +70,6 @@ class Unrolled:
     def __neg__(self) -> Unrolled:
         return per_class(lambda a: -a, self)
 
-    def __and__(self, other: Any) -> Unrolled:
-        return per_class(lambda a, b: a & b, self, other)
-
-    def __or__(self, other: Any) -> Unrolled:
-        return per_class(lambda a, b: a | b, self, other)
-
-    def __invert__(self) -> Unrolled:
-        return per_class(lambda a: ~a, self)
-
     # Named forms of the operators, which plain tensors have too: under torch.compile an
     # operator between an Unrolled and a tensor is taken for a tensor operation and fails, so
     # the kernels write ``x.sub(t)`` where ``t`` is a tensor (``x - y`` between class values).
@@ -97,29 +88,11 @@ class Unrolled:
     def exp(self) -> Unrolled:
         return per_class(torch.exp, self)
 
-    def log(self) -> Unrolled:
-        return per_class(torch.log, self)
-
-    def log1p(self) -> Unrolled:
-        return per_class(torch.log1p, self)
-
-    def abs(self) -> Unrolled:
-        return per_class(torch.abs, self)
-
-    def sign(self) -> Unrolled:
-        return per_class(torch.sign, self)
-
     def clamp(self, low: Any = None, high: Any = None) -> Unrolled:
         return per_class(lambda a: a.clamp(low, high), self)
 
     def clamp_min(self, low: Any) -> Unrolled:
         return per_class(lambda a: a.clamp_min(low), self)
-
-    def clamp_max(self, high: Any) -> Unrolled:
-        return per_class(lambda a: a.clamp_max(high), self)
-
-    def to(self, dtype: torch.dtype) -> Unrolled:
-        return per_class(lambda a: a.to(dtype), self)
 
     def masked_fill(self, mask: Any, value: float) -> Unrolled:
         return per_class(lambda a, m: a.masked_fill(m, value), self, mask)

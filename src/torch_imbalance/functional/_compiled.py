@@ -1020,23 +1020,33 @@ def normaliser_scales(
         return None
     if wants_compiled(target) and classes <= MASKED_SUM_CLASSES:
         key = ("normalisers", classes, ignore_index, normalisers, dtype)
-        try:
-            kernel = _cached_kernel(
-                key,
-                _normaliser_scales,
-                classes=classes,
-                ignore_index=ignore_index,
-                normalisers=normalisers,
-                dtype=dtype,
-            )
-            factors = kernel(target, class_weight)
-        except Exception as error:
-            mark_broken(error)
-        else:
-            record_run("compiled-counts")
+        factors = _counted_or_none(
+            key,
+            _normaliser_scales,
+            (target, class_weight),
+            classes=classes,
+            ignore_index=ignore_index,
+            normalisers=normalisers,
+            dtype=dtype,
+        )
+        if factors is not None:
             return factors
     counts = label_counts(target, classes, ignore_index)
     return _factors_from_counts(counts, class_weight, normalisers, dtype)
+
+
+def _counted_or_none(
+    key: Hashable, function: Callable[..., Any], arguments: tuple[Any, ...], **keywords: Any
+) -> torch.Tensor | None:
+    """A label-counting kernel's result, or None after a failed compile (said once, see
+    :func:`mark_broken`; the caller counts eagerly then)."""
+    try:
+        result = _cached_kernel(key, function, **keywords)(*arguments)
+    except Exception as error:
+        mark_broken(error)
+        return None
+    record_run("compiled-counts")
+    return result
 
 
 def _factors_from_counts(
@@ -1075,15 +1085,10 @@ def label_counts(target: torch.Tensor, num_classes: int, ignore_index: int | Non
     are counted in one compiled loop (one accumulator per class); otherwise by ``scatter_add``."""
     if wants_compiled(target) and num_classes <= MASKED_SUM_CLASSES:
         key = ("label-counts", num_classes, ignore_index)
-        try:
-            kernel = _cached_kernel(
-                key, _label_counts, num_classes=num_classes, ignore_index=ignore_index
-            )
-            counts = kernel(target)
-        except Exception as error:
-            mark_broken(error)
-        else:
-            record_run("compiled-counts")
+        counts = _counted_or_none(
+            key, _label_counts, (target,), num_classes=num_classes, ignore_index=ignore_index
+        )
+        if counts is not None:
             return counts
     flat = target.reshape(-1).long()
     keep = (flat >= 0) & (flat < num_classes)
