@@ -402,7 +402,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true", help="skip the per-case memory runs")
-    parser.add_argument("--only", default="", help="substring filter on case names")
+    parser.add_argument(
+        "--only", default="", help="substring filter on case names (comma-separated: any of them)"
+    )
     parser.add_argument("--out", default="benchmarks/results", help="folder for the .md and .json")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -431,8 +433,11 @@ def main() -> None:
                 z, t, y = make_inputs(shape_name, device)
                 cases = build_cases(shape_name, z, t, y)
                 if args.only:
+                    wanted = args.only.split(",")
                     cases = {
-                        k: v for k, v in cases.items() if args.only in k or k == "F.cross_entropy"
+                        k: v
+                        for k, v in cases.items()
+                        if k == "F.cross_entropy" or any(part in k for part in wanted)
                     }
                 label = precision or "fp32"
                 print(

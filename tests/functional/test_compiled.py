@@ -414,19 +414,24 @@ def test_one_pass_dual_focal_float32_far_apart_logits(mode, gamma_value):
     torch.testing.assert_close(results["always"][1], results["never"][1], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("large", [False, True])
-def test_one_pass_dual_focal_recompute_variant_matches_eager(mode, monkeypatch, large):
-    """Large inputs build the Dual Focal kernel with the recompute-over-store options (less
-    memory): the same loss and gradient as the eager float64 kernel on both variants."""
-    from torch_imbalance.functional import dual_focal as dual_focal_module
-
-    monkeypatch.setattr(dual_focal_module, "RECOMPUTE_ELEMENTS", 1 if large else 1 << 40)
-    built_options = []
+@pytest.mark.parametrize("variant", ["whole", "whole-recompute", "unrolled"])
+def test_one_pass_dual_focal_kernel_variants_match_eager(mode, monkeypatch, variant):
+    """The Dual Focal kernel's three builds (whole; whole with the recompute-over-store options
+    for large inputs; unrolled classes with those options for large inputs with few classes):
+    the same loss and gradient as the eager float64 kernel, and the build the sizes ask for."""
+    thresholds = {
+        "whole": (1 << 40, 1 << 40),
+        "whole-recompute": (1, 1 << 40),
+        "unrolled": (1 << 40, 1),
+    }[variant]
+    monkeypatch.setattr(_compiled, "RECOMPUTE_ELEMENTS", thresholds[0])
+    monkeypatch.setattr(_compiled, "DUAL_FOCAL_UNROLL_ELEMENTS", thresholds[1])
+    built = []
     real_cached_kernel = _compiled._cached_kernel
 
     def spy(key, function, options=None, **keywords):
         if function is _compiled._dual_focal_forward_with_gradient:  # not the label counts
-            built_options.append(options)
+            built.append((options, keywords["unrolled"]))
         return real_cached_kernel(key, function, options, **keywords)
 
     monkeypatch.setattr(_compiled, "_cached_kernel", spy)
@@ -441,7 +446,8 @@ def test_one_pass_dual_focal_recompute_variant_matches_eager(mode, monkeypatch, 
         loss.backward()
         results[value] = (loss.detach(), x.grad)
         assert _compiled.kernel_runs().get("compiled-one-pass", 0) == (value == "always")
-    assert built_options == [_compiled._RECOMPUTE if large else None]
+    recompute = _compiled._RECOMPUTE if variant != "whole" else None
+    assert built == [(recompute, variant == "unrolled")]
     torch.testing.assert_close(results["always"][0], results["never"][0], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(results["always"][1], results["never"][1], rtol=1e-9, atol=1e-11)
 

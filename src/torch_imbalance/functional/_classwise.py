@@ -135,6 +135,13 @@ def class_sum(values: ClassValues) -> torch.Tensor:
     return values.sum(1, keepdim=True)
 
 
+def class_prod(values: ClassValues) -> torch.Tensor:
+    """``Π_c values_c`` as ``(N, 1, S)``."""
+    if isinstance(values, Unrolled):
+        return functools.reduce(torch.mul, values.parts)
+    return values.prod(1, keepdim=True)
+
+
 def class_max(values: ClassValues) -> torch.Tensor:
     """``max_c values_c`` as ``(N, 1, S)``."""
     if isinstance(values, Unrolled):

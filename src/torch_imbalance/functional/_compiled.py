@@ -36,6 +36,7 @@ from torch_imbalance.functional._classwise import (
     assemble,
     class_max,
     class_offsets,
+    class_prod,
     class_sum,
     first_max,
     is_class,
@@ -684,23 +685,24 @@ def dual_focal_kernel(
     ignore_index: int,
     mean: bool,
     classes: int,
-    large: bool = False,
+    elements: int,
 ) -> Callable[..., Any]:
     """Compiled ``(logits, raw target, normaliser factor, class weight, γ) -> (reduced loss,
     gradient, ∂/∂γ, invalid-input flag)`` of the multi-class Dual Focal loss for one
     configuration (cached); the formulas are those of ``_dual_focal_fused`` (its docstring
-    derives them), written over class values (see ``_classwise``; whole, see below). The
-    normaliser factor: :func:`normaliser_scales` (None for a sum).
-    ``large`` (see :data:`RECOMPUTE_ELEMENTS`): built with the recompute-over-store options."""
-    # The whole form: unrolled and recomputed (one loop) it ran seg-4 in 18 ms instead of 40,
-    # but inductor's code generation then took up to 250 s for one configuration (ρ ≠ 1).
-    unrolled = False
-    key = ("dual-focal", alpha, beta, rho, gamma, wants_gamma, dtype, ignore_index, mean, large)
-    key = (*key, classes if unrolled else None)
+    derives them), written over class values (see ``_classwise``). ``elements``: how many
+    logits, which picks the form: unrolled with the recompute-over-store options for large
+    inputs with few classes (:data:`DUAL_FOCAL_UNROLL_ELEMENTS`), whole otherwise (with those
+    options from :data:`RECOMPUTE_ELEMENTS` on). The normaliser factor:
+    :func:`normaliser_scales` (None for a sum)."""
+    unrolled = classes <= DUAL_FOCAL_UNROLL_CLASSES and elements >= DUAL_FOCAL_UNROLL_ELEMENTS
+    recompute = unrolled or elements >= RECOMPUTE_ELEMENTS
+    key = ("dual-focal", alpha, beta, rho, gamma, wants_gamma, dtype, ignore_index, mean)
+    key = (*key, recompute, classes if unrolled else None)
     return _cached_kernel(
         key,
         _dual_focal_forward_with_gradient,
-        _RECOMPUTE if large else None,
+        _RECOMPUTE if recompute else None,
         alpha=alpha,
         beta=beta,
         rho=rho,
@@ -775,12 +777,15 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     ratio_sum = torch.zeros_like(gap)
     log_rho_star = log1m_p_star
     if beta != 0:
+        # Σ_c log(1 − p_c/ρ) over c ∉ {t, j*} as the log of a product: one log per element,
+        # not one per class. The product is at least 1/4 (every such p_c ≤ 1/2 and Σ p_c ≤ 1),
+        # so its log is well-conditioned; rounding 1 − p_c costs C·ε/2 absolute at most.
         if rho == 1.0:
-            log_false = class_sum(per_class(lambda q: torch.log1p(-q), p)) + log1m_p_star
+            log_false = class_prod(per_class(lambda q: 1.0 - q, p)).log() + log1m_p_star
         else:
             log_rho_star = torch.logaddexp(log1m_p_star, torch.full_like(gap, math.log(rho - 1)))
-            logs = class_sum(per_class(lambda q: torch.log(rho - q), p))
-            log_false = (logs - 2 * math.log(rho)) + log_rho_star
+            logs = class_prod(per_class(lambda q: 1.0 - q / rho, p)).log()
+            log_false = (logs + (classes - 2) * math.log(rho)) + log_rho_star
         value = value - beta * log_false
         ratio_sum = class_sum(per_class(lambda q: q / (rho - q), p))
     use_alpha = alpha != 0 and fixed_gamma != 0.0
@@ -917,11 +922,21 @@ _RECOMPUTE = {
 }
 
 
-#: From this many logits on, the Dual Focal kernel recomputes its per-class quantities in the
-#: gradient's loop instead of keeping them in full-size buffers: vol-4 (8 Mi logits) 152 -> 72
-#: MiB, ×0.75 of ``F.cross_entropy``'s instead of ×1.58, at the same time; on seg-4 (4 Mi) it
-#: cost 25–40 % more time for 8 MiB less (``benchmarks/bench_losses.py --only dual_focal``).
+#: From this many logits on, the whole-form Dual Focal kernel recomputes its per-class
+#: quantities in the gradient's loop instead of keeping them in full-size buffers: vol-4 (8 Mi
+#: logits) 152 -> 72 MiB, ×0.75 of ``F.cross_entropy``'s instead of ×1.58, at the same time; on
+#: seg-4 (4 Mi) it cost 25–40 % more time for 8 MiB less
+#: (``benchmarks/bench_losses.py --only dual_focal``).
 RECOMPUTE_ELEMENTS = 1 << 23
+
+#: From this many logits on, with at most :data:`DUAL_FOCAL_UNROLL_CLASSES` classes, the Dual
+#: Focal kernel runs on unrolled classes with the recompute options: one loop over the logits
+#: (seg-4: 2.5–3.1× ``F.cross_entropy``'s time whole, 1.0–1.4× unrolled). Why only then:
+#: inductor's code generation of that loop grows about with the square of the class count
+#: (35–45 s for 4 classes on this 2-core machine, over 5 min for 19) — paid once per
+#: configuration and cached on disk, worth it for training-size inputs only.
+DUAL_FOCAL_UNROLL_ELEMENTS = 1 << 20
+DUAL_FOCAL_UNROLL_CLASSES = 4
 
 
 def multilabel_one_pass_kernel(
@@ -977,30 +992,24 @@ def _multilabel_forward_with_gradient(  # pragma: no cover (compiled)
     finish: Callable[..., torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     *tensors, gamma = tensors_and_gamma
+    settings = {**statics, **dict(zip(tensor_names, tensors, strict=True))}
+    bad = (target != 0) & (target != 1)
+    if ignore_index is not None:
+        bad = bad & (target != ignore_index)
+    bad = bad | ~torch.isfinite(logits)
 
     def reduced(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return _multilabel_loss(
-            z,
-            target,
-            g,
-            *tensors,
-            chunk_fn=chunk_fn,
-            statics=statics,
-            tensor_names=tensor_names,
-            learnable_gamma=learnable_gamma,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            finish=finish,
-        )
+        params = (g,) if learnable_gamma else ()
+        if learnable_gamma:
+            settings["gamma"] = g
+        loss = chunk_fn(z, target, *params, ignore_index=ignore_index, **settings)
+        # The invalid-input flag in the loss (see _flagged): no separate pass over the logits.
+        return finish(_flagged(loss, bad), target, ignore_index, reduction)
 
     argnums = (0, 1) if wants_gamma else 0
     grads, loss = torch.func.grad_and_value(reduced, argnums=argnums)(logits, gamma)
     grad, d_gamma = grads if wants_gamma else (grads, None)
-    labels = (target != 0) & (target != 1)
-    if ignore_index is not None:
-        labels = labels & (target != ignore_index)
-    invalid = labels.any() | ~torch.isfinite(logits).all()
-    return loss, grad, d_gamma, invalid
+    return loss, grad, d_gamma, ~torch.isfinite(loss)
 
 
 # ------------------------------------------------------------------------------ label counts

@@ -7,7 +7,6 @@ different loss with the same name.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from torch_imbalance._checks import check_range
 from torch_imbalance._reduce import (
@@ -22,12 +21,12 @@ from torch_imbalance.functional._common import (
     Checks,
     GammaLike,
     check_gamma,
+    log_sigmoid_pair,
     multilabel_chunk_loss,
     power_from_log,
     prepare,
 )
 from torch_imbalance.functional._compiled import (
-    RECOMPUTE_ELEMENTS,
     dual_focal_kernel,
     normaliser_scales,
 )
@@ -53,7 +52,8 @@ def multilabel_dual_focal_terms(
 ) -> torch.Tensor:
     """Unweighted multi-label Dual Focal loss per entry ``(N, C, *)`` (sigmoid, 0/1 ``y``)."""
     signed = logits * sign
-    log_p_true = F.logsigmoid(signed)  # log p for positives, log(1 − p) for negatives
+    # log p for positives, log(1 − p) for negatives; and the other one
+    log_p_true, log_p_false = log_sigmoid_pair(signed)
     positive = sign > 0
     if beta != 0:
         negative_term = -beta * log_rho_minus_p(log_p_true, rho)
@@ -61,7 +61,7 @@ def multilabel_dual_focal_terms(
     else:
         loss = torch.where(positive, -log_p_true, 0.0)
     if alpha != 0:
-        loss = loss + alpha * power_from_log(F.logsigmoid(-signed), gamma)
+        loss = loss + alpha * power_from_log(log_p_false, gamma)
     return loss
 
 
@@ -214,7 +214,7 @@ def _one_pass_dual_focal(
             int(ignore_index),
             reduction == "mean",
             classes,
-            large=input.numel() >= RECOMPUTE_ELEMENTS,
+            input.numel(),
         ),
         arguments,
         dtype,

@@ -16,6 +16,7 @@ from torch_imbalance.functional._common import (
     GammaLike,
     check_gamma,
     log_sigmoid,
+    log_sigmoid_pair,
     multilabel_chunk_loss,
     power_from_log,
     prepare,
@@ -39,9 +40,11 @@ def multilabel_focal_terms(
         alpha: weight of the positives (``1 − α`` for negatives), scalar or per class, or None.
     """
     signed = logits * sign
-    bce = -log_sigmoid(signed)
     if isinstance(gamma, torch.Tensor) or gamma != 0:
-        bce = power_from_log(log_sigmoid(-signed), gamma) * bce
+        log_p, log_one_minus_p = log_sigmoid_pair(signed)
+        bce = -power_from_log(log_one_minus_p, gamma) * log_p
+    else:
+        bce = -log_sigmoid(signed)
     if alpha is None:
         return bce
     if isinstance(alpha, torch.Tensor) and alpha.ndim == 1:
