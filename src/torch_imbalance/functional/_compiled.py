@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 
 from torch_imbalance.functional._classwise import (
     MASKED_SUM_CLASSES,
@@ -45,6 +44,7 @@ from torch_imbalance.functional._classwise import (
     split_classes,
     unrolls,
 )
+from torch_imbalance.functional._heads import log1p_of_small
 
 # The kernel bodies below are marked "no cover (compiled)": they run only through torch.compile,
 # whose tracer executes them symbolically, out of coverage's sight; tests/functional/
@@ -762,18 +762,34 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
         lambda o, c: torch.where(o, (c - rest_top).clamp_min(floor).exp(), 0.0), outside, z
     )
     rest_sum = class_sum(e)  # >= 1 with a rest, 0 without
-    lse_others = top + torch.log1p(rest_sum * (rest_top - top).exp())
-    lse = torch.logaddexp(lse_others, z_t)
+    # Per element, every log-space quantity from few exponentials (the per-element functions,
+    # not the per-class ones, were most of this kernel's cost at 4 classes): the gap's
+    # e^{−|u|} and its log1p serve softplus(u), log σ(±u) and σ(±u); lse = z_t + softplus(u).
+    lse_others = top + log1p_of_small(rest_sum * (rest_top - top).clamp_min(floor).exp())
     gap = lse_others - z_t  # u: CE = softplus(u), 1 − p_t = σ(u)
-    rest_lse = torch.where(has_rest, rest_top + rest_sum.log(), float("-inf"))
-    log1m_p_star = torch.logaddexp(z_t, rest_lse) - lse
+    beyond = gap > 0
+    gap_exp = (-gap.abs()).clamp_min(floor).exp()  # e^{−|u|}
+    gap_log = log1p_of_small(gap_exp)  # log(1 + e^{−|u|})
+    softplus_gap = torch.where(beyond, gap, 0.0) + gap_log
+    log_sig = torch.where(beyond, 0.0, gap) - gap_log  # log σ(u)
+    log_p_t = torch.where(beyond, -gap, 0.0) - gap_log  # log σ(−u)
+    reciprocal = 1.0 / (1.0 + gap_exp)
+    sig = torch.where(beyond, 1.0, gap_exp) * reciprocal  # σ(u)
+    p_t = torch.where(beyond, gap_exp, 1.0) * reciprocal  # σ(−u)
+    lse = z_t + softplus_gap
+    # log(1 − p*) = logaddexp(z_t, log Σ_rest e^{z_c}) − lse, exact however close p* is to 1.
+    rest_lse = torch.where(has_rest, rest_top + rest_sum.log(), z_t + floor)
+    split = z_t - rest_lse
+    log1m_p_star = (
+        torch.maximum(z_t, rest_lse) + log1p_of_small((-split.abs()).clamp_min(floor).exp()) - lse
+    )
     log_p_star = top - lse
     p_star = log_p_star.exp()
     p = e.mul((rest_top - lse).exp())  # p_c = e_c e^{rest_top − lse}: no new exp
     # w_c = p_c / (1 − p*) = e_c / (e^{z_t − rest_top} + Σ e): a per-element reciprocal.
     tiny = torch.finfo(dtype).tiny
     w = e.mul(1.0 / ((z_t - rest_top).exp() + rest_sum).clamp_min(tiny))
-    value = F.softplus(gap)
+    value = softplus_gap
     ratio_sum = torch.zeros_like(gap)
     log_rho_star = log1m_p_star
     if beta != 0:
@@ -790,16 +806,15 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
         ratio_sum = class_sum(per_class(lambda q: q / (rho - q), p))
     use_alpha = alpha != 0 and fixed_gamma != 0.0
     g_gamma = gamma if fixed_gamma is None else fixed_gamma
-    log_sig = F.logsigmoid(gap)
     power = power_sum = power_star = sig_gamma = None
     if alpha != 0 and fixed_gamma == 0.0:
         value = value + alpha * classes
     elif alpha != 0:
         if fixed_gamma == 1.0:  # the paper's default: powers are the probabilities themselves
-            power, power_star, sig_gamma = p, p_star, log_sig.exp()
+            power, power_star, sig_gamma = p, p_star, sig
         elif fixed_gamma == 2.0:
             power = per_class(lambda q: q * q, p)
-            power_star, sig_gamma = p_star * p_star, (2 * log_sig).exp()
+            power_star, sig_gamma = p_star * p_star, sig * sig
         else:
             power = per_class(
                 lambda o, c: torch.where(o, ((c - lse) * g_gamma).exp(), 0.0), outside, z
@@ -810,9 +825,6 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
         value = value + alpha * (sig_gamma + power_sum)
     # The gradient, per class c ∉ {t, j*}: G = w_c·(k_p (1 − p*) + k_w) + αγ p_c^γ + β r_c.
     one_m_p_star = log1m_p_star.exp()
-    p_t = torch.sigmoid(-gap)
-    log_p_t = F.logsigmoid(-gap)
-    sig = log_sig.exp()
     k_p = torch.ones_like(gap)
     k_w = torch.zeros_like(gap)
     grad: ClassValues | None = None
