@@ -32,6 +32,7 @@ def test_reductions_match_torch(unrolled: bool, classes: int) -> None:
     torch.testing.assert_close(_whole(x), z)
     torch.testing.assert_close(cw.class_sum(x), z.sum(1, keepdim=True))
     torch.testing.assert_close(cw.class_max(x), z.amax(1, keepdim=True))
+    torch.testing.assert_close(cw.class_prod(x), z.prod(1, keepdim=True))
     is_target = cw.is_class(target, x)
     expected_mask = torch.nn.functional.one_hot(target.squeeze(1), classes).permute(0, 2, 1)
     assert torch.equal(_whole(is_target), expected_mask.bool())

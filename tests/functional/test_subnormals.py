@@ -226,3 +226,38 @@ def test_log_sigmoid_matches_float64_and_makes_no_subnormal():
     torch.testing.assert_close(slope.double(), torch.sigmoid(-u) * 1e-6, rtol=2e-6, atol=3e-28)
     x64 = torch.linspace(-60.0, 60.0, 97, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(_common.log_sigmoid, (x64,))
+
+
+def test_log_sigmoid_pair_matches_float64_and_makes_no_subnormal():
+    """Both logs from one exponential: each against the textbook float64 spelling, value and
+    slope, with no subnormal float on the whole float32 range."""
+    x = torch.linspace(-300.0, 300.0, 60001, requires_grad=True)
+    log_p, log_q = _common.log_sigmoid_pair(x)
+    u = x.detach().double()
+    for ours, sign in ((log_p, 1.0), (log_q, -1.0)):
+        (slope,) = torch.autograd.grad(ours.sum() * 1e-6, x, retain_graph=True)
+        assert _subnormal(ours) == 0 and _subnormal(slope) == 0
+        expected = -_softplus64(-sign * u)  # log σ(±x)
+        torch.testing.assert_close(ours.detach().double(), expected, rtol=3e-7, atol=2e-22)
+        expected_slope = sign * torch.sigmoid(-sign * u) * 1e-6  # d/dx log σ(±x) = ±σ(∓x)
+        torch.testing.assert_close(slope.double(), expected_slope, rtol=2e-6, atol=3e-28)
+    x64 = torch.linspace(-60.0, 60.0, 97, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: _common.log_sigmoid_pair(v)[0], (x64,))
+    assert torch.autograd.gradcheck(lambda v: _common.log_sigmoid_pair(v)[1], (x64,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log1p_of_small_matches_log1p_in_float64(dtype):
+    """Goldberg's log(u)·x/(u − 1) against float64 ``log1p``: a few ulp over [0, 10], ``x``
+    itself under epsilon, and autograd's slope ``1/(1 + x)``."""
+    x64 = torch.cat([torch.zeros(1), torch.logspace(-45, 1, 4001, dtype=torch.float64)]).to(
+        torch.float64
+    )
+    x = x64.to(dtype).requires_grad_()
+    ours = _heads.log1p_of_small(x)
+    (slope,) = torch.autograd.grad(ours.sum(), x)
+    exact = torch.log1p(x.detach().double())
+    rtol = 3e-7 if dtype == torch.float32 else 1e-15
+    torch.testing.assert_close(ours.detach().double(), exact, rtol=rtol, atol=0.0)
+    expected_slope = 1.0 / (1.0 + x.detach().double())
+    torch.testing.assert_close(slope.double(), expected_slope, rtol=2 * rtol, atol=0.0)
