@@ -85,6 +85,17 @@ _LOG_SIGMOID_BOUNDS = {torch.float64: (37.0, 600.0)}
 _LOG_SIGMOID_DEFAULT = (17.0, 50.0)
 
 
+def _softplus_of_minus_abs(
+    x: torch.Tensor, low: float, high: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x < 0, log(1 + e^{−|x|}))`` with ``x`` bounded to ``[low, high]`` inside the ``exp``.
+    Branches by sign, not ``min(x, 0)`` and ``|x|``: their kinks at 0 would give the logs
+    built on it slope 1, not 1/2."""
+    bounded = x.clamp(low, high)
+    negative = x < 0
+    return negative, log1p_of_small(torch.where(negative, bounded, -bounded).exp())
+
+
 def log_sigmoid(x: torch.Tensor) -> torch.Tensor:
     """``log σ(x)`` whose value and derivative make no subnormal float.
 
@@ -97,11 +108,8 @@ def log_sigmoid(x: torch.Tensor) -> torch.Tensor:
     32 → 96 MiB on vol-4.)
     """
     linear, flat = _LOG_SIGMOID_BOUNDS.get(x.dtype, _LOG_SIGMOID_DEFAULT)
-    bounded = x.clamp(-linear, flat)
-    # Branches by sign, not min(x, 0) and |x|: their kinks at 0 would give slope 1, not 1/2.
-    negative = x < 0
-    small = torch.where(negative, bounded, -bounded).exp()  # e^{−|x|}
-    return torch.where(negative, x, 0.0) - log1p_of_small(small)
+    negative, softplus = _softplus_of_minus_abs(x, -linear, flat)
+    return torch.where(negative, x, 0.0) - softplus
 
 
 def log_sigmoid_pair(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,14 +122,8 @@ def log_sigmoid_pair(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     it both functions are linear or flat to ``e^{−flat}``).
     """
     _, flat = _LOG_SIGMOID_BOUNDS.get(x.dtype, _LOG_SIGMOID_DEFAULT)
-    bounded = x.clamp(-flat, flat)
-    # Branches by sign (as in log_sigmoid): both slopes 1/2 at 0.
-    negative = x < 0
-    softplus_of_minus_abs = log1p_of_small(torch.where(negative, bounded, -bounded).exp())
-    return (
-        torch.where(negative, x, 0.0) - softplus_of_minus_abs,
-        torch.where(negative, 0.0, -x) - softplus_of_minus_abs,
-    )
+    negative, softplus = _softplus_of_minus_abs(x, -flat, flat)
+    return torch.where(negative, x, 0.0) - softplus, torch.where(negative, 0.0, -x) - softplus
 
 
 def compute_dtype(input: torch.Tensor) -> torch.dtype:

@@ -44,7 +44,7 @@ from torch_imbalance.functional._classwise import (
     split_classes,
     unrolls,
 )
-from torch_imbalance.functional._heads import log1p_of_small
+from torch_imbalance.functional._heads import log1p_of_small, logaddexp_floored
 
 # The kernel bodies below are marked "no cover (compiled)": they run only through torch.compile,
 # whose tracer executes them symbolically, out of coverage's sight; tests/functional/
@@ -793,10 +793,7 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     lse = z_t + softplus_gap
     # log(1 − p*) = logaddexp(z_t, log Σ_rest e^{z_c}) − lse, exact however close p* is to 1.
     rest_lse = torch.where(has_rest, rest_top + rest_sum.log(), z_t + floor)
-    split = z_t - rest_lse
-    log1m_p_star = (
-        torch.maximum(z_t, rest_lse) + log1p_of_small((-split.abs()).clamp_min(floor).exp()) - lse
-    )
+    log1m_p_star = logaddexp_floored(z_t, rest_lse) - lse
     log_p_star = top - lse
     p_star = log_p_star.exp()
     p = e.mul((rest_top - lse).exp())  # p_c = e_c e^{rest_top − lse}: no new exp
@@ -813,11 +810,9 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
         if rho == 1.0:
             log_false = class_prod(per_class(lambda q: 1.0 - q, p)).log() + log1m_p_star
         else:
-            # log(ρ − p*) = logaddexp(log(1 − p*), log(ρ − 1)), with one exp and one log.
-            split_rho = log1m_p_star - math.log(rho - 1)
-            log_rho_star = torch.maximum(split_rho, torch.zeros_like(split_rho)) + (
-                math.log(rho - 1) + log1p_of_small((-split_rho.abs()).clamp_min(floor).exp())
-            )
+            # log(ρ − p*); the logit read keeps it in the logits' loop (inductor realises
+            # log(1 − p*): see _in_logit_loop).
+            log_rho_star = logaddexp_floored(_in_logit_loop(log1m_p_star, z_t), math.log(rho - 1))
             logs = class_prod(per_class(lambda q: 1.0 - q / rho, p)).log()
             log_false = (logs + (classes - 2) * math.log(rho)) + log_rho_star
         value = value - beta * log_false
@@ -933,12 +928,17 @@ def _multilabel_loss(  # pragma: no cover (compiled)
     ignore_index: int | None,
     reduction: str,
     finish: Callable[..., torch.Tensor],
+    bad: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """``bad``: the entries whose input is invalid, flagged in the loss (see :func:`_flagged`:
+    no separate pass over the logits)."""
     settings = {**statics, **dict(zip(tensor_names, tensors, strict=True))}
     params = (gamma,) if learnable_gamma else ()
     if learnable_gamma:
         settings["gamma"] = gamma
     loss = chunk_fn(logits, target, *params, ignore_index=ignore_index, **settings)
+    if bad is not None:
+        loss = _flagged(loss, bad)
     return finish(loss, target, ignore_index, reduction)
 
 
@@ -1023,19 +1023,26 @@ def _multilabel_forward_with_gradient(  # pragma: no cover (compiled)
     finish: Callable[..., torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     *tensors, gamma = tensors_and_gamma
-    settings = {**statics, **dict(zip(tensor_names, tensors, strict=True))}
     bad = (target != 0) & (target != 1)
     if ignore_index is not None:
         bad = bad & (target != ignore_index)
     bad = bad | ~torch.isfinite(logits)
 
     def reduced(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        params = (g,) if learnable_gamma else ()
-        if learnable_gamma:
-            settings["gamma"] = g
-        loss = chunk_fn(z, target, *params, ignore_index=ignore_index, **settings)
-        # The invalid-input flag in the loss (see _flagged): no separate pass over the logits.
-        return finish(_flagged(loss, bad), target, ignore_index, reduction)
+        return _multilabel_loss(
+            z,
+            target,
+            g,
+            *tensors,
+            chunk_fn=chunk_fn,
+            statics=statics,
+            tensor_names=tensor_names,
+            learnable_gamma=learnable_gamma,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            finish=finish,
+            bad=bad,
+        )
 
     argnums = (0, 1) if wants_gamma else 0
     grads, loss = torch.func.grad_and_value(reduced, argnums=argnums)(logits, gamma)

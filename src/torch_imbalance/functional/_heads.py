@@ -62,13 +62,22 @@ def log1p_of_small(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x > epsilon, u.log() * (x / (u - 1.0)), x)
 
 
+def logaddexp_floored(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
+    """``log(e^a + e^b)`` with no subnormal on the way: ``e^{−|a − b|}`` is clamped at the exp
+    floor (absolute error below ``e^{floor}``) and its ``log1p`` is :func:`log1p_of_small`
+    (one ``exp`` and one ``log``, unlike ``torch.logaddexp``)."""
+    difference = a - b
+    floor = exp_floor(difference.dtype)
+    larger = a - difference.clamp_max(0.0)  # max(a, b)
+    return larger + log1p_of_small((-difference.abs()).clamp_min(floor).exp())
+
+
 def _softplus(gap: torch.Tensor, exact_below_floor: bool) -> torch.Tensor:
-    """``log(1 + e^u)``; with ``exact_below_floor=False`` no subnormal on the way: the
-    ``e^{−|u|}`` is clamped at the exp floor (absolute error below ``e^{floor}``) and its
-    ``log1p`` is :func:`log1p_of_small`."""
+    """``log(1 + e^u)``; with ``exact_below_floor=False`` no subnormal on the way
+    (:func:`logaddexp_floored` of ``u`` and 0)."""
     if exact_below_floor:
         return -F.logsigmoid(-gap)
-    return gap.clamp_min(0.0) + log1p_of_small((-gap.abs()).clamp_min(exp_floor(gap.dtype)).exp())
+    return logaddexp_floored(gap, 0.0)
 
 
 def _focal_parts(
