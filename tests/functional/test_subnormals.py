@@ -92,13 +92,25 @@ def test_lmf_and_poly1_heads_with_cutoff_make_no_subnormal():
     torch.testing.assert_close(value.double(), expected, rtol=2e-5, atol=atol)
 
 
-def test_softplus_without_subnormals_matches_float64():
+def test_sigmoid_parts_match_float64_and_make_no_subnormal():
     gap = torch.linspace(-200.0, 200.0, 40001)
-    ours = _heads._softplus(gap, exact_below_floor=False)
-    assert _subnormal(ours) == 0
-    expected = _softplus64(gap)
-    # 2.5 ulp: log1p_of_small's log(u)·x/(u − 1) is within a few ulp (measured 1.8), not 1.
-    torch.testing.assert_close(ours.double(), expected, rtol=3e-7, atol=2 * TINY)
+    parts = _heads._sigmoid_parts(gap, anchor=None)
+    u = gap.double()
+    # Float64 textbook forms: softplus(u) = max(u, 0) + log1p(e^{−|u|}), log σ(u) = u − softplus(u).
+    softplus = _softplus64(u)
+    expected = (softplus, u - softplus, torch.sigmoid(u), torch.sigmoid(-u))
+    epsilon = torch.finfo(torch.float32).eps
+    for name, ours, reference in zip(("softplus", "log σ(u)", "σ(u)", "σ(−u)"), parts, expected):
+        assert _subnormal(ours) == 0, name
+        # 3 ulp: log1p_of_small's log(u)·x/(u − 1) is within a few ulp (measured 1.8), σ(±u) is
+        # e^{−|u|} (1 ulp) over 1 + e^{−|u|}; below the exp floor e^{−87} they stop (2 tiny).
+        # log σ(u) = u − softplus(u) also carries u's rounding (ulp(u) absolute: it is 0, not
+        # −e^{−u}, for u > 17, so that ∂ℓ/∂γ = log σ(u) · ℓ is not subnormal there).
+        error = (ours.double() - reference).abs()
+        allowed = 3.6e-7 * reference.abs() + 2 * TINY
+        if name == "log σ(u)":
+            allowed = allowed + epsilon * u.abs()
+        assert bool((error <= allowed).all()), (name, float((error - allowed).max()))
 
 
 # -------------------------------------------------------------------- the compiled kernels

@@ -32,6 +32,7 @@ import torch
 from torch_imbalance.functional._classwise import (
     MASKED_SUM_CLASSES,
     ClassValues,
+    Unrolled,
     assemble,
     class_max,
     class_offsets,
@@ -492,6 +493,7 @@ def _head_slopes(  # pragma: no cover (compiled)
     spec: GapSpec,
     head_loss: Callable[..., Any],
     log_upstream: torch.Tensor | float | None,
+    logit: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
     """From ``(N, S)`` gaps: ``w·ℓ``, ``w·∂ℓ/∂u_k`` per head and (when asked for)
     ``w·∂ℓ/∂γ``. ``log_upstream``: a lower bound on the log of the factor the slopes will be
@@ -500,6 +502,8 @@ def _head_slopes(  # pragma: no cover (compiled)
     extra = {}
     if log_upstream is not None:
         extra["log_scales"] = [log_upstream + math.log(scale) for scale in spec.scales]
+    if logit is not None:
+        extra["anchor"] = functools.partial(_in_logit_loop, logit=logit)
     value, derivatives, d_gamma = head_loss(
         gaps, gamma if spec.gamma is None else spec.gamma, **extra
     )
@@ -630,7 +634,8 @@ def _gap_forward_with_gradient(  # pragma: no cover (compiled)
         log_upstream = log_upstream - class_weight.amax().clamp_min(1.0).log()
     is_target = is_class(safe, z)
     gaps, _, exps = _gap_parts(z, safe, is_target, offsets, shifts, spec)
-    value, slopes, d_gamma = _head_slopes(gaps, gamma, weight, spec, head_loss, log_upstream)
+    logit = z.parts[0] if isinstance(z, Unrolled) else z[:, :1]
+    value, slopes, d_gamma = _head_slopes(gaps, gamma, weight, spec, head_loss, log_upstream, logit)
     coefficients = [slope * scale for slope in slopes]
     grad = assemble(_gap_gradient(is_target, exps, coefficients, spec)).to(logits.dtype)
     d_gamma = None if d_gamma is None else d_gamma.sum() * scale

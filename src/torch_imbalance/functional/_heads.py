@@ -7,14 +7,21 @@ Each head returns ``(ℓ, [∂ℓ/∂u_k], ∂ℓ/∂γ or None)`` on chunk-size
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 Parts = tuple[torch.Tensor, list[torch.Tensor], "torch.Tensor | None"]
+#: Marks a per-element value that the compiled kernels keep in the logits' loop (see
+#: ``_compiled._in_logit_loop``); None on the eager path.
+Anchor = Callable[[torch.Tensor], torch.Tensor] | None
 #: Per head, a lower bound on the ``log`` of the factor its slope is multiplied by downstream
 #: (``1 / Σw`` of a mean times the head's scale; see :func:`_cutoff`), or None.
 LogScales = list[torch.Tensor | float] | None
+
+#: Largest focal exponent γ (a multiple of 1/2) taken by multiplications (see :func:`_power`).
+MAX_HALF_POWER = 4
 
 #: Nats above the exp floor that the cutoff keeps (room for class weights and the λs).
 CUTOFF_MARGIN = 10.0
@@ -72,30 +79,71 @@ def logaddexp_floored(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
     return larger + log1p_of_small((-difference.abs()).clamp_min(floor).exp())
 
 
-def _softplus(gap: torch.Tensor, exact_below_floor: bool) -> torch.Tensor:
-    """``log(1 + e^u)``; with ``exact_below_floor=False`` no subnormal on the way
-    (:func:`logaddexp_floored` of ``u`` and 0)."""
-    if exact_below_floor:
-        return -F.logsigmoid(-gap)
-    return logaddexp_floored(gap, 0.0)
+def _anchored(value: torch.Tensor, anchor: Anchor) -> torch.Tensor:
+    return value if anchor is None else anchor(value)
+
+
+def _sigmoid_parts(
+    gap: torch.Tensor, anchor: Anchor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(softplus(u), log σ(u), σ(u), σ(−u))`` from one ``exp`` and one ``log``, with no
+    subnormal on the way: ``e^{−|u|}`` (clamped at the exp floor) and ``log(1 + e^{−|u|})``
+    serve all four (``σ(±u)`` by one reciprocal, not two more ``exp``: the per-element
+    functions are most of a few-class kernel's cost). The two transcendental values go through
+    ``anchor`` (the compiled kernels keep them in the logits' loop)."""
+    beyond = gap > 0
+    small = _anchored((-gap.abs()).clamp_min(exp_floor(gap.dtype)).exp(), anchor)
+    log_term = _anchored(log1p_of_small(small), anchor)
+    reciprocal = 1.0 / (1.0 + small)
+    softplus = torch.where(beyond, gap, 0.0) + log_term
+    return (
+        softplus,
+        # Not where(beyond, 0, u) − log_term: for large u that is −e^{−u} (≈ −1e-38 at the
+        # floor), whose products (∂ℓ/∂γ) are subnormal; u − softplus(u) rounds to 0 there.
+        gap - softplus,
+        torch.where(beyond, 1.0, small) * reciprocal,
+        torch.where(beyond, small, 1.0) * reciprocal,
+    )
+
+
+def _power(
+    base: torch.Tensor, log_base: torch.Tensor, exponent: torch.Tensor | float
+) -> torch.Tensor:
+    """``base ** exponent`` for ``base`` in ``(0, 1]``: by multiplications and one ``sqrt`` for
+    a float multiple of 1/2 up to :data:`MAX_HALF_POWER` (γ = 1.5, 2: cheaper than an ``exp``),
+    else ``exp(exponent · log_base)``."""
+    if isinstance(exponent, torch.Tensor) or 2 * exponent != int(2 * exponent):
+        return torch.exp(exponent * log_base)
+    halves = int(2 * exponent)
+    if halves > 2 * MAX_HALF_POWER:
+        return torch.exp(exponent * log_base)
+    result = base.sqrt() if halves % 2 else None
+    for _ in range(halves // 2):
+        result = base if result is None else result * base
+    return torch.ones_like(base) if result is None else result
 
 
 def _focal_parts(
-    gap: torch.Tensor, gamma: torch.Tensor | float, log_scale: torch.Tensor | float | None = None
+    gap: torch.Tensor,
+    gamma: torch.Tensor | float,
+    log_scale: torch.Tensor | float | None = None,
+    anchor: Anchor = None,
 ) -> Parts:
-    if log_scale is not None:
+    if log_scale is None:
+        # One softplus serves every log: log p_t = −softplus(u), log(1 − p_t) = u − softplus(u).
+        cross_entropy = -F.logsigmoid(-gap)
+        log_one_minus = gap - cross_entropy
+        one_minus = log_one_minus.exp()
+        p_t = 1 - one_minus  # exact where it matters (where σ(u) dominates the slope's bracket)
+    else:
         gap = _cutoff(gap, gamma, log_scale)
-    # One softplus serves every log: log p_t = −softplus(u), log(1 − p_t) = u − softplus(u).
-    cross_entropy = _softplus(gap, exact_below_floor=log_scale is None)
-    log_one_minus = gap - cross_entropy
-    one_minus = log_one_minus.exp()
+        cross_entropy, log_one_minus, one_minus, p_t = _sigmoid_parts(gap, anchor)
     if not isinstance(gamma, torch.Tensor) and gamma == 0:
         return cross_entropy, [one_minus], None
-    modulator = torch.exp(gamma * log_one_minus)
+    modulator = _power(one_minus, log_one_minus, gamma)
     value = modulator * cross_entropy
-    # d/du [σ(u)^γ softplus(u)] = σ(u)^γ (γ p_t softplus(u) + σ(u)); p_t = 1 − σ(u) is exact
-    # where it matters (where σ(u) dominates the bracket, p_t's rounding does not show).
-    slope = modulator * (gamma * (1 - one_minus) * cross_entropy + one_minus)
+    # d/du [σ(u)^γ softplus(u)] = σ(u)^γ (γ p_t softplus(u) + σ(u)).
+    slope = modulator * (gamma * p_t * cross_entropy + one_minus)
     return value, [slope], log_one_minus * value
 
 
@@ -104,17 +152,25 @@ def _log_scale(log_scales: LogScales, k: int) -> torch.Tensor | float | None:
 
 
 def cross_entropy_head(
-    gaps: list[torch.Tensor], gamma: torch.Tensor | float, *, log_scales: LogScales = None
+    gaps: list[torch.Tensor],
+    gamma: torch.Tensor | float,
+    *,
+    log_scales: LogScales = None,
+    anchor: Anchor = None,
 ) -> Parts:
     """``ℓ = softplus(u)``."""
-    return _focal_parts(gaps[0], 0.0, _log_scale(log_scales, 0))
+    return _focal_parts(gaps[0], 0.0, _log_scale(log_scales, 0), anchor)
 
 
 def focal_head(
-    gaps: list[torch.Tensor], gamma: torch.Tensor | float, *, log_scales: LogScales = None
+    gaps: list[torch.Tensor],
+    gamma: torch.Tensor | float,
+    *,
+    log_scales: LogScales = None,
+    anchor: Anchor = None,
 ) -> Parts:
     """``ℓ = σ(u)^γ softplus(u)``, the softmax focal loss."""
-    return _focal_parts(gaps[0], gamma, _log_scale(log_scales, 0))
+    return _focal_parts(gaps[0], gamma, _log_scale(log_scales, 0), anchor)
 
 
 def poly1_head(
@@ -123,6 +179,7 @@ def poly1_head(
     *,
     epsilon: float,
     log_scales: LogScales = None,
+    anchor: Anchor = None,
 ) -> Parts:
     """``ℓ = softplus(u) + ε σ(u)``."""
     gap = gaps[0]
@@ -132,9 +189,7 @@ def poly1_head(
         one_minus, p_t = torch.sigmoid(gap), torch.sigmoid(-gap)
     else:
         gap = _cutoff(gap, 0.0, log_scale)
-        cross_entropy = _softplus(gap, exact_below_floor=False)
-        one_minus = (gap - cross_entropy).exp()
-        p_t = (-cross_entropy).clamp_min(exp_floor(gap.dtype)).exp()
+        cross_entropy, _, one_minus, p_t = _sigmoid_parts(gap, anchor)
     slope = one_minus * (1 + epsilon * p_t)
     return cross_entropy + epsilon * one_minus, [slope], None
 
@@ -147,6 +202,7 @@ def lmf_head(
     focal_weight: float,
     term_scales: list[torch.Tensor] | None = None,
     log_scales: LogScales = None,
+    anchor: Anchor = None,
 ) -> Parts:
     """``ℓ = λ_ldam softplus(u_ldam) + λ_focal σ(u_f)^γ softplus(u_f)`` (heads: LDAM, focal);
     ``term_scales`` multiply the two terms (each term's own normaliser, as the authors' code
@@ -159,8 +215,8 @@ def lmf_head(
     if term_scales is not None:
         ldam_weight = ldam_weight * term_scales[0]  # type: ignore[assignment]
         focal_weight = focal_weight * term_scales[1]  # type: ignore[assignment]
-    ldam, (ldam_slope,), _ = _focal_parts(gaps[0], 0.0, ldam_log)
-    focal, (focal_slope,), focal_d_gamma = _focal_parts(gaps[1], gamma, focal_log)
+    ldam, (ldam_slope,), _ = _focal_parts(gaps[0], 0.0, ldam_log, anchor)
+    focal, (focal_slope,), focal_d_gamma = _focal_parts(gaps[1], gamma, focal_log, anchor)
     value = ldam_weight * ldam + focal_weight * focal
     d_gamma = None if focal_d_gamma is None else focal_weight * focal_d_gamma
     return value, [ldam_weight * ldam_slope, focal_weight * focal_slope], d_gamma
