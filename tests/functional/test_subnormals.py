@@ -100,7 +100,8 @@ def test_sigmoid_parts_match_float64_and_make_no_subnormal():
     softplus = _softplus64(u)
     expected = (softplus, u - softplus, torch.sigmoid(u), torch.sigmoid(-u))
     epsilon = torch.finfo(torch.float32).eps
-    for name, ours, reference in zip(("softplus", "log σ(u)", "σ(u)", "σ(−u)"), parts, expected):
+    names = ("softplus", "log σ(u)", "σ(u)", "σ(−u)")
+    for name, ours, reference in zip(names, parts, expected, strict=True):
         assert _subnormal(ours) == 0, name
         # 3 ulp: log1p_of_small's log(u)·x/(u − 1) is within a few ulp (measured 1.8), σ(±u) is
         # e^{−|u|} (1 ulp) over 1 + e^{−|u|}; below the exp floor e^{−87} they stop (2 tiny).
