@@ -414,11 +414,20 @@ def test_one_pass_dual_focal_float32_far_apart_logits(mode, gamma_value):
     torch.testing.assert_close(results["always"][1], results["never"][1], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("variant", ["whole", "whole-recompute", "unrolled"])
-def test_one_pass_dual_focal_kernel_variants_match_eager(mode, monkeypatch, variant):
+@pytest.mark.parametrize(
+    ("variant", "settings"),
+    [
+        ("whole", {"gamma": 1.5, "beta": 0.7}),
+        ("whole-recompute", {"gamma": 1.5, "beta": 0.7}),
+        ("unrolled", {"gamma": 1.5, "beta": 0.7}),
+        ("unrolled", {"gamma": "learnable", "beta": 0.7, "rho": 1.5}),
+    ],
+)
+def test_one_pass_dual_focal_kernel_variants_match_eager(mode, monkeypatch, variant, settings):
     """The Dual Focal kernel's three builds (whole; whole with the recompute-over-store options
-    for large inputs; unrolled classes with those options for large inputs with few classes):
-    the same loss and gradient as the eager float64 kernel, and the build the sizes ask for."""
+    for large inputs; unrolled classes in one loop for large inputs with few classes): the same
+    loss, gradient (and ∂/∂γ of a learnable γ) as the eager float64 kernel, and the build the
+    sizes ask for."""
     thresholds = {
         "whole": (1 << 40, 1 << 40),
         "whole-recompute": (1, 1 << 40),
@@ -442,14 +451,23 @@ def test_one_pass_dual_focal_kernel_variants_match_eager(mode, monkeypatch, vari
         mode(value)
         _compiled.kernel_runs(reset=True)
         x = z.clone().requires_grad_()
-        loss = TF.dual_focal_loss(x, t, weight=weight, gamma=1.5, beta=0.7)
+        gamma = settings["gamma"]
+        if gamma == "learnable":
+            gamma = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+        loss = TF.dual_focal_loss(x, t, weight=weight, **{**settings, "gamma": gamma})
         loss.backward()
-        results[value] = (loss.detach(), x.grad)
+        d_gamma = gamma.grad if isinstance(gamma, torch.Tensor) else torch.zeros(())
+        results[value] = (loss.detach(), x.grad, d_gamma)
         assert _compiled.kernel_runs().get("compiled-one-pass", 0) == (value == "always")
-    recompute = _compiled._RECOMPUTE if variant != "whole" else None
-    assert built == [(recompute, variant == "unrolled")]
+    options = {
+        "whole": None,
+        "whole-recompute": _compiled._RECOMPUTE,
+        "unrolled": _compiled._ONE_LOOP,
+    }[variant]
+    assert built == [(options, variant == "unrolled")]
     torch.testing.assert_close(results["always"][0], results["never"][0], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(results["always"][1], results["never"][1], rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(results["always"][2], results["never"][2], rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.parametrize("ignore_index", [-100, 2])

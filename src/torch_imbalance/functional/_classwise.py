@@ -142,6 +142,14 @@ def class_prod(values: ClassValues) -> torch.Tensor:
     return values.prod(1, keepdim=True)
 
 
+def first_class(values: ClassValues) -> torch.Tensor:
+    """The first class's values, ``(N, 1, S)`` (a strided read of the logits: see
+    ``_compiled._in_logit_loop``)."""
+    if isinstance(values, Unrolled):
+        return values.parts[0]
+    return values[:, :1]
+
+
 def class_max(values: ClassValues) -> torch.Tensor:
     """``max_c values_c`` as ``(N, 1, S)``."""
     if isinstance(values, Unrolled):

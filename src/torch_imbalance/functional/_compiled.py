@@ -31,13 +31,14 @@ import torch
 
 from torch_imbalance.functional._classwise import (
     MASKED_SUM_CLASSES,
+    UNROLL_CLASSES,
     ClassValues,
-    Unrolled,
     assemble,
     class_max,
     class_offsets,
     class_prod,
     class_sum,
+    first_class,
     first_max,
     is_class,
     per_class,
@@ -634,7 +635,7 @@ def _gap_forward_with_gradient(  # pragma: no cover (compiled)
         log_upstream = log_upstream - class_weight.amax().clamp_min(1.0).log()
     is_target = is_class(safe, z)
     gaps, _, exps = _gap_parts(z, safe, is_target, offsets, shifts, spec)
-    logit = z.parts[0] if isinstance(z, Unrolled) else z[:, :1]
+    logit = first_class(z)
     value, slopes, d_gamma = _head_slopes(gaps, gamma, weight, spec, head_loss, log_upstream, logit)
     coefficients = [slope * scale for slope in slopes]
     grad = assemble(_gap_gradient(is_target, exps, coefficients, spec)).to(logits.dtype)
@@ -696,18 +697,18 @@ def dual_focal_kernel(
     gradient, ∂/∂γ, invalid-input flag)`` of the multi-class Dual Focal loss for one
     configuration (cached); the formulas are those of ``_dual_focal_fused`` (its docstring
     derives them), written over class values (see ``_classwise``). ``elements``: how many
-    logits, which picks the form: unrolled with the recompute-over-store options for large
-    inputs with few classes (:data:`DUAL_FOCAL_UNROLL_ELEMENTS`), whole otherwise (with those
-    options from :data:`RECOMPUTE_ELEMENTS` on). The normaliser factor:
-    :func:`normaliser_scales` (None for a sum)."""
+    logits, which picks the form: unrolled into one loop (:data:`_ONE_LOOP`) for large inputs
+    with at most :data:`DUAL_FOCAL_UNROLL_CLASSES` classes (:data:`DUAL_FOCAL_UNROLL_ELEMENTS`),
+    whole otherwise (with the recompute-over-store options from :data:`RECOMPUTE_ELEMENTS`
+    on). The normaliser factor: :func:`normaliser_scales` (None for a sum)."""
     unrolled = classes <= DUAL_FOCAL_UNROLL_CLASSES and elements >= DUAL_FOCAL_UNROLL_ELEMENTS
-    recompute = unrolled or elements >= RECOMPUTE_ELEMENTS
+    recompute = not unrolled and elements >= RECOMPUTE_ELEMENTS
     key = ("dual-focal", alpha, beta, rho, gamma, wants_gamma, dtype, ignore_index, mean)
     key = (*key, recompute, classes if unrolled else None)
     return _cached_kernel(
         key,
         _dual_focal_forward_with_gradient,
-        _RECOMPUTE if recompute else None,
+        _ONE_LOOP if unrolled else _RECOMPUTE if recompute else None,
         alpha=alpha,
         beta=beta,
         rho=rho,
@@ -724,12 +725,14 @@ def _in_logit_loop(value: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:  #
     """``value`` with a (null) read of a logit, so that inductor iterates it like the logits
     (an ``(N, S)`` nest) and fuses it into their loop.
 
-    Why: inductor realises every pointwise node of more than 100 operations into a buffer
-    (``GraphLowering.run_node``, whatever the realize options say); a node that then reads only
-    such contiguous ``(N, 1, S)`` buffers gets a flat ``N·S`` loop of its own, which does not fuse
-    with the ``(N, S)`` nest over the strided logits: the general-γ Dual Focal kernel ran in three
-    loops with ten per-pixel buffers (seg-4 12.2 ms), and in one loop with none with this read
-    (9.5 ms). A non-finite logit makes the sum NaN, as it does the loss (the input is invalid).
+    Why: inductor realises some per-element nodes into buffers (on CPU every ``exp`` or ``log``
+    with more than one user, and nodes of more than 100 operations or with many reads); a node
+    that then reads only such contiguous ``(N, 1, S)`` buffers gets a flat ``N·S`` loop, and
+    flat nodes fused with each other first cannot join the ``(N, S)`` nest over the strided
+    logits (inductor re-indexes only a single node). The general-γ Dual Focal kernel ran in
+    three loops with ten per-pixel buffers (seg-4 12.2 ms), one loop with none with this read
+    (9.5 ms); seg-4 LMF on the cosine head four loops and ten buffers, then one and none. A
+    non-finite logit makes the sum NaN, as it does the loss (the input is invalid).
     """
     return value + 0.0 * logit
 
@@ -770,6 +773,7 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     g = weight * scale
     is_t = is_class(safe, z)
     z_t = pick(z, is_t, safe)
+    keep = functools.partial(_in_logit_loop, logit=first_class(z))
     top, is_star = first_max(z.masked_fill(is_t, float("-inf")))
     outside = per_class(lambda t, s: ~(t | s), is_t, is_star)  # the classes c ∉ {t, j*}
     # One exp per logit, centred on the largest of the classes ∉ {t, j*} (exact for the terms
@@ -784,11 +788,11 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     # Per element, every log-space quantity from few exponentials (the per-element functions,
     # not the per-class ones, were most of this kernel's cost at 4 classes): the gap's
     # e^{−|u|} and its log1p serve softplus(u), log σ(±u) and σ(±u); lse = z_t + softplus(u).
-    lse_others = top + log1p_of_small(rest_sum * (rest_top - top).clamp_min(floor).exp())
+    lse_others = keep(top + log1p_of_small(rest_sum * (rest_top - top).clamp_min(floor).exp()))
     gap = lse_others - z_t  # u: CE = softplus(u), 1 − p_t = σ(u)
     beyond = gap > 0
-    gap_exp = (-gap.abs()).clamp_min(floor).exp()  # e^{−|u|}
-    gap_log = _in_logit_loop(log1p_of_small(gap_exp), z_t)  # log(1 + e^{−|u|})
+    gap_exp = keep((-gap.abs()).clamp_min(floor).exp())  # e^{−|u|}
+    gap_log = keep(log1p_of_small(gap_exp))  # log(1 + e^{−|u|})
     softplus_gap = torch.where(beyond, gap, 0.0) + gap_log
     log_sig = torch.where(beyond, 0.0, gap) - gap_log  # log σ(u)
     log_p_t = torch.where(beyond, -gap, 0.0) - gap_log  # log σ(−u)
@@ -797,14 +801,14 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     p_t = torch.where(beyond, gap_exp, 1.0) * reciprocal  # σ(−u)
     lse = z_t + softplus_gap
     # log(1 − p*) = logaddexp(z_t, log Σ_rest e^{z_c}) − lse, exact however close p* is to 1.
-    rest_lse = torch.where(has_rest, rest_top + rest_sum.log(), z_t + floor)
-    log1m_p_star = logaddexp_floored(z_t, rest_lse) - lse
+    rest_lse = keep(torch.where(has_rest, rest_top + rest_sum.log(), z_t + floor))
+    log1m_p_star = keep(logaddexp_floored(z_t, rest_lse) - lse)
     log_p_star = top - lse
-    p_star = log_p_star.exp()
-    p = e.mul((rest_top - lse).exp())  # p_c = e_c e^{rest_top − lse}: no new exp
+    p_star = keep(log_p_star.exp())
+    p = per_class(keep, e.mul(keep((rest_top - lse).exp())))  # p_c = e_c e^{rest_top − lse}
     # w_c = p_c / (1 − p*) = e_c / (e^{z_t − rest_top} + Σ e): a per-element reciprocal.
     tiny = torch.finfo(dtype).tiny
-    w = e.mul(1.0 / ((z_t - rest_top).exp() + rest_sum).clamp_min(tiny))
+    w = e.mul(1.0 / (keep((z_t - rest_top).exp()) + rest_sum).clamp_min(tiny))
     value = softplus_gap
     ratio_sum = torch.zeros_like(gap)
     log_rho_star = log1m_p_star
@@ -813,15 +817,13 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
         # not one per class. The product is at least 1/4 (every such p_c ≤ 1/2 and Σ p_c ≤ 1),
         # so its log is well-conditioned; rounding 1 − p_c costs C·ε/2 absolute at most.
         if rho == 1.0:
-            log_false = class_prod(per_class(lambda q: 1.0 - q, p)).log() + log1m_p_star
+            log_false = keep(class_prod(per_class(lambda q: 1.0 - q, p)).log()) + log1m_p_star
         else:
-            # log(ρ − p*); the logit read keeps it in the logits' loop (inductor realises
-            # log(1 − p*): see _in_logit_loop).
-            log_rho_star = logaddexp_floored(_in_logit_loop(log1m_p_star, z_t), math.log(rho - 1))
-            logs = class_prod(per_class(lambda q: 1.0 - q / rho, p)).log()
+            log_rho_star = keep(logaddexp_floored(log1m_p_star, math.log(rho - 1)))  # log(ρ − p*)
+            logs = keep(class_prod(per_class(lambda q: 1.0 - q / rho, p)).log())
             log_false = (logs + (classes - 2) * math.log(rho)) + log_rho_star
         value = value - beta * log_false
-        ratio_sum = class_sum(per_class(lambda q: q / (rho - q), p))
+        ratio_sum = keep(class_sum(per_class(lambda q: q / (rho - q), p)))
     use_alpha = alpha != 0 and fixed_gamma != 0.0
     g_gamma = gamma if fixed_gamma is None else fixed_gamma
     power = power_sum = power_star = sig_gamma = None
@@ -837,12 +839,12 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
             power = per_class(
                 lambda o, c: torch.where(o, ((c - lse) * g_gamma).exp(), 0.0), outside, z
             )
-            power_star = torch.exp(g_gamma * log_p_star)
-            sig_gamma = torch.exp(g_gamma * log_sig)
-        power_sum = class_sum(power) + power_star
+            power_star = keep(torch.exp(g_gamma * log_p_star))
+            sig_gamma = keep(torch.exp(g_gamma * log_sig))
+        power_sum = keep(class_sum(power) + power_star)
         value = value + alpha * (sig_gamma + power_sum)
     # The gradient, per class c ∉ {t, j*}: G = w_c·(k_p (1 − p*) + k_w) + αγ p_c^γ + β r_c.
-    one_m_p_star = log1m_p_star.exp()
+    one_m_p_star = keep(log1m_p_star.exp())
     k_p = torch.ones_like(gap)
     k_w = torch.zeros_like(gap)
     grad: ClassValues | None = None
@@ -851,9 +853,10 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     if beta != 0:
         grad = per_class(lambda q: beta * (q / (rho - q)), p)
         k_p = k_p - beta * ratio_sum
-        star_coef = p_star * (log1m_p_star - log_rho_star).exp()
+        star_coef = p_star * keep((log1m_p_star - log_rho_star).exp())
         k_w = k_w - beta * star_coef
-        at_target = at_target - beta * (p_t * ratio_sum + p_star * (log_p_t - log_rho_star).exp())
+        at_target_ratio = keep((log_p_t - log_rho_star).exp())
+        at_target = at_target - beta * (p_t * ratio_sum + p_star * at_target_ratio)
         at_star = at_star - beta * (p_star * ratio_sum - star_coef)
     if use_alpha:
         assert power is not None and power_sum is not None and power_star is not None
@@ -866,11 +869,10 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
         if fixed_gamma == 1.0:  # exp(log p_c + 0) = p_c
             focal_factor = (alpha * g_gamma) * p_t
         else:
-            focal_factor = (alpha * g_gamma) * p_t * focal_scale.clamp_max(-floor - 7.0).exp()
-            focal_factor = _in_logit_loop(focal_factor, z_t)
+            focal_factor = (alpha * g_gamma) * p_t * keep(focal_scale.clamp_max(-floor - 7.0).exp())
         grad = grad.add(p.mul(focal_factor))
         at_target = at_target - alpha * g_gamma * (p_t * power_sum + sig_gamma * p_t)
-        star_focal = p_t * torch.exp(log_p_star + focal_scale)
+        star_focal = p_t * keep(torch.exp(log_p_star + focal_scale))
         at_star = at_star + alpha * g_gamma * (power_star - p_star * power_sum + star_focal)
     grad = _plus(grad, w.mul(k_p * one_m_p_star + k_w))
     gradient = per_class(
@@ -887,10 +889,10 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
                 per_class(lambda o, q, c: torch.where(o, q * (c - lse), 0.0), outside, power, z)
             )
             per_element = sig_gamma * log_sig + log_power + power_star * log_p_star
-            d_gamma = (alpha * per_element * g).sum()
+            d_gamma = keep(alpha * per_element * g).sum()
         else:
             d_gamma = torch.zeros((), dtype=dtype, device=logits.device)
-    loss = _flagged(value * weight, bad).sum() * scale
+    loss = keep(_flagged(value * weight, bad)).sum() * scale
     return loss, assemble(gradient).to(logits.dtype), d_gamma, ~torch.isfinite(loss)
 
 
@@ -966,13 +968,21 @@ _RECOMPUTE = {
 RECOMPUTE_ELEMENTS = 1 << 23
 
 #: From this many logits on, with at most :data:`DUAL_FOCAL_UNROLL_CLASSES` classes, the Dual
-#: Focal kernel runs on unrolled classes with the recompute options: one loop over the logits
-#: (seg-4: 2.5–3.1× ``F.cross_entropy``'s time whole, 1.0–1.4× unrolled). Why only then:
-#: inductor's code generation of that loop grows about with the square of the class count
-#: (35–45 s for 4 classes on this 2-core machine, over 5 min for 19) — paid once per
-#: configuration and cached on disk, worth it for training-size inputs only.
+#: Focal kernel runs on unrolled classes in one loop over the elements (seg-19 fixed γ: 1.0–1.2×
+#: ``F.cross_entropy``'s time whole, 0.44× unrolled; learnable γ 1.7–2.2× -> 0.55×). Its build
+#: takes 15 s for 4 classes, 21–24 s for 19 and 35 s for 32 on this 2-core machine (paid once
+#: per configuration and cached on disk): worth it for training-size inputs, not below.
 DUAL_FOCAL_UNROLL_ELEMENTS = 1 << 20
-DUAL_FOCAL_UNROLL_CLASSES = 4
+DUAL_FOCAL_UNROLL_CLASSES = UNROLL_CLASSES
+
+#: Inductor options for the unrolled Dual Focal kernel. Its per-element values are realised
+#: (inductor keeps every multi-use ``exp``/``log`` in a buffer on CPU) but stay in the logits'
+#: loop (each carries a logit read, :func:`_in_logit_loop`), so the loop's buffers are local
+#: to it; the one loop has several hundred nodes, above inductor's default cap of 64 nodes per
+#: fused kernel (it split the 19-class loop in two, with 43 per-pixel buffers between them).
+#: Unlike :data:`_RECOMPUTE` (everything inlined into each of the C gradient outputs), the build
+#: grows about linearly with the classes: 4 classes 32–45 s -> 15 s, 19 classes > 5 min -> 22 s.
+_ONE_LOOP = {"max_fusion_size": 100_000}
 
 
 def multilabel_one_pass_kernel(
