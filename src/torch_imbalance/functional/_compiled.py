@@ -141,6 +141,14 @@ def mark_broken(error: BaseException) -> None:
     )
 
 
+#: A per-element value's logit read (:func:`_in_logit_loop`), or None where not wanted.
+Keep = Callable[[torch.Tensor], torch.Tensor] | None
+
+
+def _kept(value: torch.Tensor, keep: Keep) -> torch.Tensor:  # pragma: no cover (compiled)
+    return value if keep is None else keep(value)
+
+
 def _head_key(head_loss: Callable[..., Any]) -> Hashable:
     if isinstance(head_loss, functools.partial):
         return (head_loss.func, head_loss.args, tuple(sorted(head_loss.keywords.items())))
@@ -207,7 +215,7 @@ def one_pass_kernel(
     return _cached_kernel(
         key,
         _gap_forward_with_gradient,
-        _RECOMPUTE if unrolled else None,
+        _ONE_LOOP if unrolled else None,
         spec=spec,
         head_loss=head_loss,
         ignore_index=ignore_index,
@@ -407,6 +415,7 @@ def _head_exps(  # pragma: no cover (compiled)
     is_target: ClassValues,
     spec: GapSpec,
     offsets: list[torch.Tensor | None],
+    keep: Keep = None,
 ) -> list[_HeadExps]:
     """Each head's :class:`_HeadExps`: one ``exp`` per logit for the head with the smallest
     scale; a head whose scale is ``r`` times that (no offsets) takes
@@ -432,12 +441,12 @@ def _head_exps(  # pragma: no cover (compiled)
             cut = math.exp(spec.floor / power)
             top = found[base].top * power
             e = per_class(
-                lambda b, cut=cut, power=power: torch.where(
-                    b > cut, _integer_power(b.clamp_min(cut), power), 0.0
+                lambda b, cut=cut, power=power: _kept(
+                    torch.where(b > cut, _integer_power(b.clamp_min(cut), power), 0.0), keep
                 ),
                 found[base].e,
             )
-        found[k] = _HeadExps(top, e, class_sum(e))
+        found[k] = _HeadExps(top, e, _kept(class_sum(e), keep))
     return [found[k] for k in range(len(spec.scales))]
 
 
@@ -448,22 +457,23 @@ def _gap_parts(  # pragma: no cover (compiled)
     offsets: list[torch.Tensor | None],
     shifts: list[torch.Tensor | None],
     spec: GapSpec,
+    keep: Keep = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[_HeadExps]]:
     """Per head ``k``: the gap ``u_k = lse_{j≠t} y_k − y_{k,t}``, ``lse_{j≠t} y_k`` (both
     ``(N, 1, S)``, as ``target``) and the exponentials behind them."""
     z_target = pick(z, is_target, target)
-    exps = _head_exps(z, is_target, spec, offsets)
+    exps = _head_exps(z, is_target, spec, offsets, keep)
     gaps: list[torch.Tensor] = []
     lses: list[torch.Tensor] = []
     for k, head in enumerate(exps):
-        lse = head.total.log() + head.top
+        lse = _kept(head.total.log() + head.top, keep)
         y_target = z_target * spec.scales[k]
         offset, shift = offsets[k], shifts[k]
         if offset is not None:
             y_target = y_target + offset[target]
         if shift is not None:
             y_target = y_target - shift[target]
-        gaps.append(lse - y_target)
+        gaps.append(_kept(lse - y_target, keep))
         lses.append(lse)
     return gaps, lses, exps
 
@@ -509,14 +519,15 @@ def _head_slopes(  # pragma: no cover (compiled)
         gaps, gamma if spec.gamma is None else spec.gamma, **extra
     )
     weight = element_weight.to(spec.dtype)
-    slopes = [d * weight for d in derivatives]
+    keep = extra.get("anchor")
+    slopes = [_kept(d * weight, keep) for d in derivatives]
     if not spec.wants_gamma:
         d_gamma = None
     elif d_gamma is None:
         d_gamma = torch.zeros_like(value)
     else:
-        d_gamma = d_gamma * weight
-    return value * weight, slopes, d_gamma
+        d_gamma = _kept(d_gamma * weight, keep)
+    return _kept(value * weight, keep), slopes, d_gamma
 
 
 def _gap_forward(  # pragma: no cover (compiled)
@@ -542,6 +553,7 @@ def _gap_gradient(  # pragma: no cover (compiled)
     exps: list[_HeadExps],
     coefficients: list[torch.Tensor],
     spec: GapSpec,
+    keep: Keep = None,
 ) -> ClassValues:
     """``Σ_k c_k ∂u_k/∂z`` for per-element ``c_k`` ``(N, 1, S)`` (the upstream gradient times
     ``w·ℓ'_k``), with ``∂u_k/∂z_j = a_k e_kj / total_k`` for ``j ≠ t`` and ``−a_k`` at ``t``:
@@ -564,11 +576,11 @@ def _gap_gradient(  # pragma: no cover (compiled)
         )
         factor = coefficient / head.total
         size = factor.abs()
-        factor = torch.where(size < smallest, 0.0, factor)
-        threshold = smallest / size.clamp_min(smallest)
+        factor = _kept(torch.where(size < smallest, 0.0, factor), keep)
+        threshold = _kept(smallest / size.clamp_min(smallest), keep)
         term = per_class(
-            lambda e, threshold=threshold, factor=factor: (
-                torch.where(e >= threshold, e, 0.0) * factor
+            lambda e, threshold=threshold, factor=factor: _kept(
+                torch.where(e >= threshold, e, 0.0) * factor, keep
             ),
             head.e,
         )
@@ -634,13 +646,14 @@ def _gap_forward_with_gradient(  # pragma: no cover (compiled)
     if class_weight is not None:
         log_upstream = log_upstream - class_weight.amax().clamp_min(1.0).log()
     is_target = is_class(safe, z)
-    gaps, _, exps = _gap_parts(z, safe, is_target, offsets, shifts, spec)
     logit = first_class(z)
+    keep = functools.partial(_in_logit_loop, logit=logit)
+    gaps, _, exps = _gap_parts(z, safe, is_target, offsets, shifts, spec, keep)
     value, slopes, d_gamma = _head_slopes(gaps, gamma, weight, spec, head_loss, log_upstream, logit)
     coefficients = [slope * scale for slope in slopes]
-    grad = assemble(_gap_gradient(is_target, exps, coefficients, spec)).to(logits.dtype)
+    grad = assemble(_gap_gradient(is_target, exps, coefficients, spec, keep)).to(logits.dtype)
     d_gamma = None if d_gamma is None else d_gamma.sum() * scale
-    loss = _flagged(value, bad).sum() * scale
+    loss = keep(_flagged(value, bad)).sum() * scale
     return loss, grad, d_gamma, ~torch.isfinite(loss)
 
 
@@ -951,7 +964,7 @@ def _multilabel_loss(  # pragma: no cover (compiled)
 
 #: Inductor options for the multi-label one-pass kernels: recompute element-wise values in the
 #: gradient's loop instead of keeping them as full-size buffers between loops (measured on
-#: seg-4 LMF 33 -> 18 ms and 2 fewer 16 MiB buffers; the target-gap kernels gain nothing).
+#: seg-4 LMF 33 -> 18 ms and 2 fewer 16 MiB buffers); also the large whole-form Dual Focal kernel.
 _RECOMPUTE = {
     "realize_reads_threshold": 100,
     "realize_opcount_threshold": 100_000,
@@ -975,13 +988,15 @@ RECOMPUTE_ELEMENTS = 1 << 23
 DUAL_FOCAL_UNROLL_ELEMENTS = 1 << 20
 DUAL_FOCAL_UNROLL_CLASSES = UNROLL_CLASSES
 
-#: Inductor options for the unrolled Dual Focal kernel. Its per-element values are realised
+#: Inductor options for the unrolled kernels (target-gap and Dual Focal). Their per-element
+#: values are realised
 #: (inductor keeps every multi-use ``exp``/``log`` in a buffer on CPU) but stay in the logits'
 #: loop (each carries a logit read, :func:`_in_logit_loop`), so the loop's buffers are local
 #: to it; the one loop has several hundred nodes, above inductor's default cap of 64 nodes per
-#: fused kernel (it split the 19-class loop in two, with 43 per-pixel buffers between them).
-#: Unlike :data:`_RECOMPUTE` (everything inlined into each of the C gradient outputs), the build
-#: grows about linearly with the classes: 4 classes 32–45 s -> 15 s, 19 classes > 5 min -> 22 s.
+#: fused kernel (it split the 19-class Dual Focal loop in two, with 43 per-pixel buffers
+#: between them). Unlike :data:`_RECOMPUTE` (everything inlined into each of the C gradient
+#: outputs), the build grows about linearly with the classes: Dual Focal 4 classes 32–45 s ->
+#: 15 s, 19 classes > 5 min -> 22 s; LMF 19 classes 110 -> 23 s, at the same speed.
 _ONE_LOOP = {"max_fusion_size": 100_000}
 
 
