@@ -840,6 +840,14 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     use_alpha = alpha != 0 and fixed_gamma != 0.0
     g_gamma = gamma if fixed_gamma is None else fixed_gamma
     power = power_sum = power_star = sig_gamma = None
+    # σ(u)^{γ−1}, capped below overflow (large only for γ < 1 and σ(u) → 0): it gives σ(u)^γ and
+    # the focal terms of the gradient without an exp of their own; the cap changes only terms
+    # below exp(−cap·γ/(1−γ)) (each is at most σ(u)^γ, and at most σ(u)·e^{cap} where capped).
+    focal_power = None  # 1 for γ = 1
+    if fixed_gamma == 2.0:
+        focal_power = sig
+    elif fixed_gamma != 1.0 and use_alpha:
+        focal_power = keep(((g_gamma - 1) * log_sig).clamp_max(-floor - 7.0).exp())
     if alpha != 0 and fixed_gamma == 0.0:
         value = value + alpha * classes
     elif alpha != 0:
@@ -853,7 +861,7 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
                 lambda o, c: torch.where(o, ((c - lse) * g_gamma).exp(), 0.0), outside, z
             )
             power_star = keep(torch.exp(g_gamma * log_p_star))
-            sig_gamma = keep(torch.exp(g_gamma * log_sig))
+            sig_gamma = sig * focal_power
         power_sum = keep(class_sum(power) + power_star)
         value = value + alpha * (sig_gamma + power_sum)
     # The gradient, per class c ∉ {t, j*}: G = w_c·(k_p (1 − p*) + k_w) + αγ p_c^γ + β r_c.
@@ -866,7 +874,8 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     if beta != 0:
         grad = per_class(lambda q: beta * (q / (rho - q)), p)
         k_p = k_p - beta * ratio_sum
-        star_coef = p_star * keep((log1m_p_star - log_rho_star).exp())
+        # ρ = 1: log(ρ − p*) is log(1 − p*), the ratio 1.
+        star_coef = p_star if rho == 1.0 else p_star * keep((log1m_p_star - log_rho_star).exp())
         k_w = k_w - beta * star_coef
         at_target_ratio = keep((log_p_t - log_rho_star).exp())
         at_target = at_target - beta * (p_t * ratio_sum + p_star * at_target_ratio)
@@ -875,17 +884,15 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
         assert power is not None and power_sum is not None and power_star is not None
         grad = _plus(grad, power.mul(g_gamma * alpha))
         k_p = k_p - alpha * g_gamma * power_sum
-        # σ(u)^γ p_t q_c = p_c σ(u)^{γ−1}: a per-element factor on p_c (no exp per class).
-        # p_c ≤ σ(u) bounds the product by σ(u)^γ; the factor (large only for γ < 1 and
-        # σ(u) → 0) is capped below overflow, which changes only terms below exp(−cap·γ/(1−γ)).
-        focal_scale = (g_gamma - 1) * log_sig
-        if fixed_gamma == 1.0:  # exp(log p_c + 0) = p_c
-            focal_factor = (alpha * g_gamma) * p_t
-        else:
-            focal_factor = (alpha * g_gamma) * p_t * keep(focal_scale.clamp_max(-floor - 7.0).exp())
+        # σ(u)^γ p_t q_c = p_c σ(u)^{γ−1}: a per-element factor on p_c (no exp per class);
+        # p_c ≤ σ(u) bounds the product by σ(u)^γ.
+        focal_factor = (alpha * g_gamma) * p_t
+        star_focal = p_t * p_star  # p_t p* σ(u)^{γ−1}
+        if focal_power is not None:
+            focal_factor = focal_factor * focal_power
+            star_focal = star_focal * focal_power
         grad = grad.add(p.mul(focal_factor))
         at_target = at_target - alpha * g_gamma * (p_t * power_sum + sig_gamma * p_t)
-        star_focal = p_t * keep(torch.exp(log_p_star + focal_scale))
         at_star = at_star + alpha * g_gamma * (power_star - p_star * power_sum + star_focal)
     grad = _plus(grad, w.mul(k_p * one_m_p_star + k_w))
     gradient = per_class(
