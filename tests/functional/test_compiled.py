@@ -562,3 +562,53 @@ def test_fixed_gamma_reaches_the_kernel_as_one_kept_device_tensor(mode):
     assert torch.isfinite(x.grad).all()
     learnable = torch.tensor(1.5, requires_grad=True)
     assert _fused.gamma_on(learnable, torch.float64, torch.device("cpu")).dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    ("name", "settings"),
+    [
+        ("lmf", {}),
+        ("lmf_official", {}),
+        ("lmf_cosine", {}),
+        ("focal", {}),
+        ("dual_focal", {}),
+        ("dual_focal", {"gamma": "learnable", "rho": 1.5}),
+    ],
+)
+def test_unrolled_one_pass_kernels_keep_no_per_element_buffer(mode, monkeypatch, name, settings):
+    """The unrolled one-pass kernels compute every per-element value in the loop over the logits
+    (``_compiled._in_logit_loop`` on each value inductor realises): the generated code allocates
+    no ``(N, 1, S)`` buffer. Without those logit reads seg-4 LMF ran four loops with ten such
+    buffers (more memory than ``F.cross_entropy``, and slower); this says which build ran."""
+    from torch._inductor import config as inductor_config
+    from torch._inductor.utils import run_and_get_code
+
+    monkeypatch.setattr(_compiled, "_kernels", {})
+    monkeypatch.setattr(_compiled, "DUAL_FOCAL_UNROLL_ELEMENTS", 1)
+    mode("always")
+    z, t = make_batch("multiclass", (2, 4, 16, 32), 0.1)
+    z = z.float()
+    counts = torch.bincount(t[t >= 0].flatten(), minlength=4).clamp_min(1).tolist()
+    if name == "dual_focal":
+        gamma = settings.get("gamma", 1.0)
+        if gamma == "learnable":
+            gamma = torch.tensor(1.5, requires_grad=True)
+        rho = settings.get("rho", 1.0)
+
+        def call(x):
+            return TF.dual_focal_loss(x, t, gamma=gamma, rho=rho)
+    else:
+        loss = ti.build_loss(name, counts)
+
+        def call(x):
+            return loss(x, t)
+
+    x = z.clone().requires_grad_()
+    _compiled.kernel_runs(reset=True)
+    with inductor_config.patch({"fx_graph_cache": False}):
+        _, sources = run_and_get_code(lambda: call(x).backward())
+    assert _compiled.kernel_runs().get("compiled-one-pass", 0) == 1
+    code = "\n".join(sources)
+    assert "cpp_fused" in code  # the kernel was generated here, not read from a cache
+    per_element = "empty_strided_cpu((2, 1, 512)"
+    assert code.count(per_element) == 0, f"{code.count(per_element)} per-element buffers"
