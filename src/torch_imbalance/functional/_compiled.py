@@ -46,7 +46,13 @@ from torch_imbalance.functional._classwise import (
     split_classes,
     unrolls,
 )
-from torch_imbalance.functional._heads import log1p_of_small, logaddexp_floored
+from torch_imbalance.functional._heads import (
+    Anchor,
+    anchored,
+    log1p_of_small,
+    logaddexp_floored,
+    sigmoid_parts,
+)
 
 # The kernel bodies below are marked "no cover (compiled)": they run only through torch.compile,
 # whose tracer executes them symbolically, out of coverage's sight; tests/functional/
@@ -139,14 +145,6 @@ def mark_broken(error: BaseException) -> None:
         UserWarning,
         stacklevel=3,
     )
-
-
-#: A per-element value's logit read (:func:`_in_logit_loop`), or None where not wanted.
-Keep = Callable[[torch.Tensor], torch.Tensor] | None
-
-
-def _kept(value: torch.Tensor, keep: Keep) -> torch.Tensor:  # pragma: no cover (compiled)
-    return value if keep is None else keep(value)
 
 
 def _head_key(head_loss: Callable[..., Any]) -> Hashable:
@@ -415,7 +413,7 @@ def _head_exps(  # pragma: no cover (compiled)
     is_target: ClassValues,
     spec: GapSpec,
     offsets: list[torch.Tensor | None],
-    keep: Keep = None,
+    anchor: Anchor = None,
 ) -> list[_HeadExps]:
     """Each head's :class:`_HeadExps`: one ``exp`` per logit for the head with the smallest
     scale; a head whose scale is ``r`` times that (no offsets) takes
@@ -441,12 +439,12 @@ def _head_exps(  # pragma: no cover (compiled)
             cut = math.exp(spec.floor / power)
             top = found[base].top * power
             e = per_class(
-                lambda b, cut=cut, power=power: _kept(
-                    torch.where(b > cut, _integer_power(b.clamp_min(cut), power), 0.0), keep
+                lambda b, cut=cut, power=power: anchored(
+                    torch.where(b > cut, _integer_power(b.clamp_min(cut), power), 0.0), anchor
                 ),
                 found[base].e,
             )
-        found[k] = _HeadExps(top, e, _kept(class_sum(e), keep))
+        found[k] = _HeadExps(top, e, anchored(class_sum(e), anchor))
     return [found[k] for k in range(len(spec.scales))]
 
 
@@ -457,23 +455,23 @@ def _gap_parts(  # pragma: no cover (compiled)
     offsets: list[torch.Tensor | None],
     shifts: list[torch.Tensor | None],
     spec: GapSpec,
-    keep: Keep = None,
+    anchor: Anchor = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[_HeadExps]]:
     """Per head ``k``: the gap ``u_k = lse_{j≠t} y_k − y_{k,t}``, ``lse_{j≠t} y_k`` (both
     ``(N, 1, S)``, as ``target``) and the exponentials behind them."""
     z_target = pick(z, is_target, target)
-    exps = _head_exps(z, is_target, spec, offsets, keep)
+    exps = _head_exps(z, is_target, spec, offsets, anchor)
     gaps: list[torch.Tensor] = []
     lses: list[torch.Tensor] = []
     for k, head in enumerate(exps):
-        lse = _kept(head.total.log() + head.top, keep)
+        lse = anchored(head.total.log() + head.top, anchor)
         y_target = z_target * spec.scales[k]
         offset, shift = offsets[k], shifts[k]
         if offset is not None:
             y_target = y_target + offset[target]
         if shift is not None:
             y_target = y_target - shift[target]
-        gaps.append(_kept(lse - y_target, keep))
+        gaps.append(anchored(lse - y_target, anchor))
         lses.append(lse)
     return gaps, lses, exps
 
@@ -504,7 +502,7 @@ def _head_slopes(  # pragma: no cover (compiled)
     spec: GapSpec,
     head_loss: Callable[..., Any],
     log_upstream: torch.Tensor | float | None,
-    logit: torch.Tensor | None = None,
+    anchor: Anchor = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
     """From ``(N, S)`` gaps: ``w·ℓ``, ``w·∂ℓ/∂u_k`` per head and (when asked for)
     ``w·∂ℓ/∂γ``. ``log_upstream``: a lower bound on the log of the factor the slopes will be
@@ -513,21 +511,20 @@ def _head_slopes(  # pragma: no cover (compiled)
     extra = {}
     if log_upstream is not None:
         extra["log_scales"] = [log_upstream + math.log(scale) for scale in spec.scales]
-    if logit is not None:
-        extra["anchor"] = functools.partial(_in_logit_loop, logit=logit)
+    if anchor is not None:
+        extra["anchor"] = anchor
     value, derivatives, d_gamma = head_loss(
         gaps, gamma if spec.gamma is None else spec.gamma, **extra
     )
     weight = element_weight.to(spec.dtype)
-    keep = extra.get("anchor")
-    slopes = [_kept(d * weight, keep) for d in derivatives]
+    slopes = [anchored(d * weight, anchor) for d in derivatives]
     if not spec.wants_gamma:
         d_gamma = None
     elif d_gamma is None:
         d_gamma = torch.zeros_like(value)
     else:
-        d_gamma = _kept(d_gamma * weight, keep)
-    return _kept(value * weight, keep), slopes, d_gamma
+        d_gamma = anchored(d_gamma * weight, anchor)
+    return anchored(value * weight, anchor), slopes, d_gamma
 
 
 def _gap_forward(  # pragma: no cover (compiled)
@@ -553,7 +550,7 @@ def _gap_gradient(  # pragma: no cover (compiled)
     exps: list[_HeadExps],
     coefficients: list[torch.Tensor],
     spec: GapSpec,
-    keep: Keep = None,
+    anchor: Anchor = None,
 ) -> ClassValues:
     """``Σ_k c_k ∂u_k/∂z`` for per-element ``c_k`` ``(N, 1, S)`` (the upstream gradient times
     ``w·ℓ'_k``), with ``∂u_k/∂z_j = a_k e_kj / total_k`` for ``j ≠ t`` and ``−a_k`` at ``t``:
@@ -576,11 +573,11 @@ def _gap_gradient(  # pragma: no cover (compiled)
         )
         factor = coefficient / head.total
         size = factor.abs()
-        factor = _kept(torch.where(size < smallest, 0.0, factor), keep)
-        threshold = _kept(smallest / size.clamp_min(smallest), keep)
+        factor = anchored(torch.where(size < smallest, 0.0, factor), anchor)
+        threshold = anchored(smallest / size.clamp_min(smallest), anchor)
         term = per_class(
-            lambda e, threshold=threshold, factor=factor: _kept(
-                torch.where(e >= threshold, e, 0.0) * factor, keep
+            lambda e, threshold=threshold, factor=factor: anchored(
+                torch.where(e >= threshold, e, 0.0) * factor, anchor
             ),
             head.e,
         )
@@ -646,14 +643,15 @@ def _gap_forward_with_gradient(  # pragma: no cover (compiled)
     if class_weight is not None:
         log_upstream = log_upstream - class_weight.amax().clamp_min(1.0).log()
     is_target = is_class(safe, z)
-    logit = first_class(z)
-    keep = functools.partial(_in_logit_loop, logit=logit)
-    gaps, _, exps = _gap_parts(z, safe, is_target, offsets, shifts, spec, keep)
-    value, slopes, d_gamma = _head_slopes(gaps, gamma, weight, spec, head_loss, log_upstream, logit)
+    anchor = functools.partial(_in_logit_loop, logit=first_class(z))
+    gaps, _, exps = _gap_parts(z, safe, is_target, offsets, shifts, spec, anchor)
+    value, slopes, d_gamma = _head_slopes(
+        gaps, gamma, weight, spec, head_loss, log_upstream, anchor
+    )
     coefficients = [slope * scale for slope in slopes]
-    grad = assemble(_gap_gradient(is_target, exps, coefficients, spec, keep)).to(logits.dtype)
+    grad = assemble(_gap_gradient(is_target, exps, coefficients, spec, anchor)).to(logits.dtype)
     d_gamma = None if d_gamma is None else d_gamma.sum() * scale
-    loss = keep(_flagged(value, bad)).sum() * scale
+    loss = anchor(_flagged(value, bad)).sum() * scale
     return loss, grad, d_gamma, ~torch.isfinite(loss)
 
 
@@ -786,7 +784,7 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     g = weight * scale
     is_t = is_class(safe, z)
     z_t = pick(z, is_t, safe)
-    keep = functools.partial(_in_logit_loop, logit=first_class(z))
+    anchor = functools.partial(_in_logit_loop, logit=first_class(z))
     top, is_star = first_max(z.masked_fill(is_t, float("-inf")))
     outside = per_class(lambda t, s: ~(t | s), is_t, is_star)  # the classes c ∉ {t, j*}
     # One exp per logit, centred on the largest of the classes ∉ {t, j*} (exact for the terms
@@ -801,27 +799,20 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     # Per element, every log-space quantity from few exponentials (the per-element functions,
     # not the per-class ones, were most of this kernel's cost at 4 classes): the gap's
     # e^{−|u|} and its log1p serve softplus(u), log σ(±u) and σ(±u); lse = z_t + softplus(u).
-    lse_others = keep(top + log1p_of_small(rest_sum * (rest_top - top).clamp_min(floor).exp()))
+    lse_others = anchor(top + log1p_of_small(rest_sum * (rest_top - top).clamp_min(floor).exp()))
     gap = lse_others - z_t  # u: CE = softplus(u), 1 − p_t = σ(u)
-    beyond = gap > 0
-    gap_exp = keep((-gap.abs()).clamp_min(floor).exp())  # e^{−|u|}
-    gap_log = keep(log1p_of_small(gap_exp))  # log(1 + e^{−|u|})
-    softplus_gap = torch.where(beyond, gap, 0.0) + gap_log
-    log_sig = torch.where(beyond, 0.0, gap) - gap_log  # log σ(u)
-    log_p_t = torch.where(beyond, -gap, 0.0) - gap_log  # log σ(−u)
-    reciprocal = 1.0 / (1.0 + gap_exp)
-    sig = torch.where(beyond, 1.0, gap_exp) * reciprocal  # σ(u)
-    p_t = torch.where(beyond, gap_exp, 1.0) * reciprocal  # σ(−u)
+    softplus_gap, log_sig, sig, p_t = sigmoid_parts(gap, anchor)  # log σ(u), σ(u), σ(−u)
+    log_p_t = -softplus_gap  # log σ(−u)
     lse = z_t + softplus_gap
     # log(1 − p*) = logaddexp(z_t, log Σ_rest e^{z_c}) − lse, exact however close p* is to 1.
-    rest_lse = keep(torch.where(has_rest, rest_top + rest_sum.log(), z_t + floor))
-    log1m_p_star = keep(logaddexp_floored(z_t, rest_lse) - lse)
+    rest_lse = anchor(torch.where(has_rest, rest_top + rest_sum.log(), z_t + floor))
+    log1m_p_star = anchor(logaddexp_floored(z_t, rest_lse) - lse)
     log_p_star = top - lse
-    p_star = keep(log_p_star.exp())
-    p = per_class(keep, e.mul(keep((rest_top - lse).exp())))  # p_c = e_c e^{rest_top − lse}
+    p_star = anchor(log_p_star.exp())
+    p = per_class(anchor, e.mul(anchor((rest_top - lse).exp())))  # p_c = e_c e^{rest_top − lse}
     # w_c = p_c / (1 − p*) = e_c / (e^{z_t − rest_top} + Σ e): a per-element reciprocal.
     tiny = torch.finfo(dtype).tiny
-    w = e.mul(1.0 / (keep((z_t - rest_top).exp()) + rest_sum).clamp_min(tiny))
+    w = e.mul(1.0 / (anchor((z_t - rest_top).exp()) + rest_sum).clamp_min(tiny))
     value = softplus_gap
     ratio_sum = torch.zeros_like(gap)
     log_rho_star = log1m_p_star
@@ -830,13 +821,13 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
         # not one per class. The product is at least 1/4 (every such p_c ≤ 1/2 and Σ p_c ≤ 1),
         # so its log is well-conditioned; rounding 1 − p_c costs C·ε/2 absolute at most.
         if rho == 1.0:
-            log_false = keep(class_prod(per_class(lambda q: 1.0 - q, p)).log()) + log1m_p_star
+            log_false = anchor(class_prod(per_class(lambda q: 1.0 - q, p)).log()) + log1m_p_star
         else:
-            log_rho_star = keep(logaddexp_floored(log1m_p_star, math.log(rho - 1)))  # log(ρ − p*)
-            logs = keep(class_prod(per_class(lambda q: 1.0 - q / rho, p)).log())
+            log_rho_star = anchor(logaddexp_floored(log1m_p_star, math.log(rho - 1)))  # log(ρ − p*)
+            logs = anchor(class_prod(per_class(lambda q: 1.0 - q / rho, p)).log())
             log_false = (logs + (classes - 2) * math.log(rho)) + log_rho_star
         value = value - beta * log_false
-        ratio_sum = keep(class_sum(per_class(lambda q: q / (rho - q), p)))
+        ratio_sum = anchor(class_sum(per_class(lambda q: q / (rho - q), p)))
     use_alpha = alpha != 0 and fixed_gamma != 0.0
     g_gamma = gamma if fixed_gamma is None else fixed_gamma
     power = power_sum = power_star = sig_gamma = None
@@ -847,7 +838,7 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     if fixed_gamma == 2.0:
         focal_power = sig
     elif fixed_gamma != 1.0 and use_alpha:
-        focal_power = keep(((g_gamma - 1) * log_sig).clamp_max(-floor - 7.0).exp())
+        focal_power = anchor(((g_gamma - 1) * log_sig).clamp_max(-floor - 7.0).exp())
     if alpha != 0 and fixed_gamma == 0.0:
         value = value + alpha * classes
     elif alpha != 0:
@@ -860,12 +851,12 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
             power = per_class(
                 lambda o, c: torch.where(o, ((c - lse) * g_gamma).exp(), 0.0), outside, z
             )
-            power_star = keep(torch.exp(g_gamma * log_p_star))
+            power_star = anchor(torch.exp(g_gamma * log_p_star))
             sig_gamma = sig * focal_power
-        power_sum = keep(class_sum(power) + power_star)
+        power_sum = anchor(class_sum(power) + power_star)
         value = value + alpha * (sig_gamma + power_sum)
     # The gradient, per class c ∉ {t, j*}: G = w_c·(k_p (1 − p*) + k_w) + αγ p_c^γ + β r_c.
-    one_m_p_star = keep(log1m_p_star.exp())
+    one_m_p_star = anchor(log1m_p_star.exp())
     k_p = torch.ones_like(gap)
     k_w = torch.zeros_like(gap)
     grad: ClassValues | None = None
@@ -875,9 +866,9 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
         grad = per_class(lambda q: beta * (q / (rho - q)), p)
         k_p = k_p - beta * ratio_sum
         # ρ = 1: log(ρ − p*) is log(1 − p*), the ratio 1.
-        star_coef = p_star if rho == 1.0 else p_star * keep((log1m_p_star - log_rho_star).exp())
+        star_coef = p_star if rho == 1.0 else p_star * anchor((log1m_p_star - log_rho_star).exp())
         k_w = k_w - beta * star_coef
-        at_target_ratio = keep((log_p_t - log_rho_star).exp())
+        at_target_ratio = anchor((log_p_t - log_rho_star).exp())
         at_target = at_target - beta * (p_t * ratio_sum + p_star * at_target_ratio)
         at_star = at_star - beta * (p_star * ratio_sum - star_coef)
     if use_alpha:
@@ -909,10 +900,10 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
                 per_class(lambda o, q, c: torch.where(o, q * (c - lse), 0.0), outside, power, z)
             )
             per_element = sig_gamma * log_sig + log_power + power_star * log_p_star
-            d_gamma = keep(alpha * per_element * g).sum()
+            d_gamma = anchor(alpha * per_element * g).sum()
         else:
             d_gamma = torch.zeros((), dtype=dtype, device=logits.device)
-    loss = keep(_flagged(value * weight, bad)).sum() * scale
+    loss = anchor(_flagged(value * weight, bad)).sum() * scale
     return loss, assemble(gradient).to(logits.dtype), d_gamma, ~torch.isfinite(loss)
 
 
@@ -996,14 +987,14 @@ DUAL_FOCAL_UNROLL_ELEMENTS = 1 << 20
 DUAL_FOCAL_UNROLL_CLASSES = UNROLL_CLASSES
 
 #: Inductor options for the unrolled kernels (target-gap and Dual Focal). Their per-element
-#: values are realised
-#: (inductor keeps every multi-use ``exp``/``log`` in a buffer on CPU) but stay in the logits'
-#: loop (each carries a logit read, :func:`_in_logit_loop`), so the loop's buffers are local
-#: to it; the one loop has several hundred nodes, above inductor's default cap of 64 nodes per
-#: fused kernel (it split the 19-class Dual Focal loop in two, with 43 per-pixel buffers
-#: between them). Unlike :data:`_RECOMPUTE` (everything inlined into each of the C gradient
-#: outputs), the build grows about linearly with the classes: Dual Focal 4 classes 32–45 s ->
-#: 15 s, 19 classes > 5 min -> 22 s; LMF 19 classes 110 -> 23 s, at the same speed.
+#: values are realised (inductor keeps every multi-use ``exp``/``log`` in a buffer on CPU) but
+#: stay in the logits' loop (each carries a logit read, :func:`_in_logit_loop`), so the loop's
+#: buffers are local to it; the one loop has several hundred nodes, above inductor's default
+#: cap of 64 nodes per fused kernel (it split the 19-class Dual Focal loop in two, with 43
+#: per-pixel buffers between them). Unlike :data:`_RECOMPUTE` (everything inlined into each of
+#: the C gradient outputs), the build grows about linearly with the classes: Dual Focal 4
+#: classes 32–45 s -> 15 s, 19 classes > 5 min -> 22 s; LMF 19 classes 110 -> 23 s, at the
+#: same speed.
 _ONE_LOOP = {"max_fusion_size": 100_000}
 
 

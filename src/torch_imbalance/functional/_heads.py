@@ -79,11 +79,12 @@ def logaddexp_floored(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
     return larger + log1p_of_small((-difference.abs()).clamp_min(floor).exp())
 
 
-def _anchored(value: torch.Tensor, anchor: Anchor) -> torch.Tensor:
+def anchored(value: torch.Tensor, anchor: Anchor) -> torch.Tensor:
+    """``anchor(value)``, or ``value`` where there is no anchor (the eager path)."""
     return value if anchor is None else anchor(value)
 
 
-def _sigmoid_parts(
+def sigmoid_parts(
     gap: torch.Tensor, anchor: Anchor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(softplus(u), log σ(u), σ(u), σ(−u))`` from one ``exp`` and one ``log``, with no
@@ -92,8 +93,8 @@ def _sigmoid_parts(
     functions are most of a few-class kernel's cost). The two transcendental values go through
     ``anchor`` (the compiled kernels keep them in the logits' loop)."""
     beyond = gap > 0
-    small = _anchored((-gap.abs()).clamp_min(exp_floor(gap.dtype)).exp(), anchor)
-    log_term = _anchored(log1p_of_small(small), anchor)
+    small = anchored((-gap.abs()).clamp_min(exp_floor(gap.dtype)).exp(), anchor)
+    log_term = anchored(log1p_of_small(small), anchor)
     reciprocal = 1.0 / (1.0 + small)
     softplus = torch.where(beyond, gap, 0.0) + log_term
     return (
@@ -112,15 +113,19 @@ def _power(
     """``base ** exponent`` for ``base`` in ``(0, 1]``: by multiplications and one ``sqrt`` for
     a float multiple of 1/2 up to :data:`MAX_HALF_POWER` (γ = 1.5, 2: cheaper than an ``exp``),
     else ``exp(exponent · log_base)``."""
-    if isinstance(exponent, torch.Tensor) or 2 * exponent != int(2 * exponent):
+    if isinstance(exponent, torch.Tensor) or not _is_half_power(exponent):
         return torch.exp(exponent * log_base)
-    halves = int(2 * exponent)
-    if halves > 2 * MAX_HALF_POWER:
-        return torch.exp(exponent * log_base)
+    halves = int(2 * exponent)  # 1 to 2·MAX_HALF_POWER
     result = base.sqrt() if halves % 2 else None
     for _ in range(halves // 2):
         result = base if result is None else result * base
-    return torch.ones_like(base) if result is None else result
+    assert result is not None
+    return result
+
+
+def _is_half_power(exponent: float) -> bool:
+    halves = 2 * exponent
+    return halves == int(halves) and 1 <= halves <= 2 * MAX_HALF_POWER
 
 
 def _focal_parts(
@@ -137,7 +142,7 @@ def _focal_parts(
         p_t = 1 - one_minus  # exact where it matters (where σ(u) dominates the slope's bracket)
     else:
         gap = _cutoff(gap, gamma, log_scale)
-        cross_entropy, log_one_minus, one_minus, p_t = _sigmoid_parts(gap, anchor)
+        cross_entropy, log_one_minus, one_minus, p_t = sigmoid_parts(gap, anchor)
     if not isinstance(gamma, torch.Tensor) and gamma == 0:
         return cross_entropy, [one_minus], None
     modulator = _power(one_minus, log_one_minus, gamma)
@@ -189,7 +194,7 @@ def poly1_head(
         one_minus, p_t = torch.sigmoid(gap), torch.sigmoid(-gap)
     else:
         gap = _cutoff(gap, 0.0, log_scale)
-        cross_entropy, _, one_minus, p_t = _sigmoid_parts(gap, anchor)
+        cross_entropy, _, one_minus, p_t = sigmoid_parts(gap, anchor)
     slope = one_minus * (1 + epsilon * p_t)
     return cross_entropy + epsilon * one_minus, [slope], None
 
