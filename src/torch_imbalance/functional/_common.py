@@ -233,6 +233,7 @@ def prepare(
 
 def multilabel_chunk_loss(
     chunk_fn: Callable[..., torch.Tensor],
+    entries: Callable[..., Any],
     input: torch.Tensor,
     target: torch.Tensor,
     gamma: GammaLike | None,
@@ -245,11 +246,13 @@ def multilabel_chunk_loss(
 
     ``chunk_fn(z, y, *gamma_param, gamma=..., ignore_index=..., **settings)`` returns the weighted,
     masked per-entry loss of a chunk; a tensor γ is passed as a differentiable input.
+    ``entries``: the same loss's closed-form value and slope per entry (``_heads``), which a
+    reduced loss runs on in one compiled pass.
     ``checks``: the value checks still to run (see :func:`prepare`).
     """
     if input.numel() > 0 and not torch.compiler.is_compiling() and wants_compiled(input):
         result = _compiled_multilabel(
-            chunk_fn, input, target, gamma, reduction, ignore_index, settings, checks
+            chunk_fn, entries, input, target, gamma, reduction, ignore_index, settings, checks
         )
         if result is not None:
             return result
@@ -263,6 +266,7 @@ def multilabel_chunk_loss(
 
 def _compiled_multilabel(
     chunk_fn: Callable[..., torch.Tensor],
+    entries: Callable[..., Any],
     input: torch.Tensor,
     target: torch.Tensor,
     gamma: GammaLike | None,
@@ -274,6 +278,9 @@ def _compiled_multilabel(
     """The whole-tensor compiled form of :func:`multilabel_chunk_loss` (a mean or a sum: loss
     and gradient from one loop, see ``_fused.one_pass_loss``), or None to fall back."""
     learnable = isinstance(gamma, torch.Tensor)
+    if reduction != "none" and settings.get("weight") is None:  # the one-pass kernel's input
+        dtype = settings.get("dtype", compute_dtype(input))
+        settings = {**settings, "weight": input.new_ones(input.shape[1], dtype=dtype)}
     tensors = {k: v for k, v in settings.items() if isinstance(v, torch.Tensor)}
     statics = {k: v for k, v in settings.items() if k not in tensors}
     if not learnable:
@@ -290,14 +297,13 @@ def _compiled_multilabel(
             input,
             gamma if learnable else 0.0,  # type: ignore[arg-type]
             lambda: multilabel_one_pass_kernel(
-                chunk_fn,
+                entries,
                 static_items,
                 tuple(tensors),
                 learnable,
                 wants_gamma,
                 ignore_index,
                 reduction,
-                finish_multilabel,
             ),
             (_as_3d(target), *tensors.values()),
             dtype,

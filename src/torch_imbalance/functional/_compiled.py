@@ -960,9 +960,11 @@ def _multilabel_loss(  # pragma: no cover (compiled)
     return finish(loss, target, ignore_index, reduction)
 
 
-#: Inductor options for the multi-label one-pass kernels: recompute element-wise values in the
-#: gradient's loop instead of keeping them as full-size buffers between loops (measured on
-#: seg-4 LMF 33 -> 18 ms and 2 fewer 16 MiB buffers); also the large whole-form Dual Focal kernel.
+#: Inductor options that recompute element-wise values in each consumer instead of keeping them
+#: as full-size buffers between loops: the large whole-form Dual Focal kernel, and with
+#: :data:`_ONE_LOOP` the multi-label one-pass kernels (without them the loss's sum went to a
+#: second loop over a buffer of the per-entry values: seg-4 LDAM and Dual Focal; with them one
+#: loop, the gradient the only full-size buffer).
 _RECOMPUTE = {
     "realize_reads_threshold": 100,
     "realize_opcount_threshold": 100_000,
@@ -999,22 +1001,21 @@ _ONE_LOOP = {"max_fusion_size": 100_000}
 
 
 def multilabel_one_pass_kernel(
-    chunk_fn: Callable[..., torch.Tensor],
+    entries: Callable[..., Any],
     statics: tuple[tuple[str, Hashable], ...],
     tensor_names: tuple[str, ...],
     learnable_gamma: bool,
     wants_gamma: bool,
     ignore_index: int | None,
     reduction: str,
-    finish: Callable[..., torch.Tensor],
 ) -> Callable[..., Any]:
     """Compiled ``(logits, target, *tensors, γ) -> (reduced loss, gradient, ∂/∂γ, invalid-input
-    flag)`` of a multi-label loss (cached per configuration): the per-entry function of the
-    eager chunks, differentiated by ``torch.func.grad_and_value`` inside the compiled function,
-    so that the loss, its gradient and the value checks come out of one loop over the logits."""
+    flag, gradient factor)`` of a multi-label loss (cached per configuration): the closed-form
+    value and slope of each entry (``entries``, see ``_heads.multilabel_focal_entries``), weighted,
+    masked and reduced in one loop over the logits that also writes the gradient."""
     key = (
         "multilabel-one-pass",
-        chunk_fn,
+        entries,
         statics,
         tensor_names,
         learnable_gamma,
@@ -1025,15 +1026,14 @@ def multilabel_one_pass_kernel(
     return _cached_kernel(
         key,
         _multilabel_forward_with_gradient,
-        _RECOMPUTE,
-        chunk_fn=chunk_fn,
+        {**_RECOMPUTE, **_ONE_LOOP},
+        entries=entries,
         statics=dict(statics),
         tensor_names=tensor_names,
         learnable_gamma=learnable_gamma,
         wants_gamma=wants_gamma,
         ignore_index=ignore_index,
-        reduction=reduction,
-        finish=finish,
+        mean=reduction == "mean",
     )
 
 
@@ -1041,41 +1041,56 @@ def _multilabel_forward_with_gradient(  # pragma: no cover (compiled)
     logits: torch.Tensor,
     target: torch.Tensor,
     *tensors_and_gamma: torch.Tensor | None,
-    chunk_fn: Callable[..., torch.Tensor],
+    entries: Callable[..., Any],
     statics: dict[str, Any],
     tensor_names: tuple[str, ...],
     learnable_gamma: bool,
     wants_gamma: bool,
     ignore_index: int | None,
-    reduction: str,
-    finish: Callable[..., torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    mean: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+    """A mean (BCE's convention: over the entries not ignored) or a sum. The mean's count is a
+    reduction of the same loop, so the gradient is written scaled by ``1/numel`` and comes
+    with the factor ``numel / count`` (1 when nothing is ignored, and then never applied;
+    see ``_fused._OnePassLoss``): no separate pass over the targets before the loop."""
     *tensors, gamma = tensors_and_gamma
-    bad = (target != 0) & (target != 1)
-    if ignore_index is not None:
-        bad = bad & (target != ignore_index)
-    bad = bad | ~torch.isfinite(logits)
-
-    def reduced(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return _multilabel_loss(
-            z,
-            target,
-            g,
-            *tensors,
-            chunk_fn=chunk_fn,
-            statics=statics,
-            tensor_names=tensor_names,
-            learnable_gamma=learnable_gamma,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            finish=finish,
-            bad=bad,
-        )
-
-    argnums = (0, 1) if wants_gamma else 0
-    grads, loss = torch.func.grad_and_value(reduced, argnums=argnums)(logits, gamma)
-    grad, d_gamma = grads if wants_gamma else (grads, None)
-    return loss, grad, d_gamma, ~torch.isfinite(loss)
+    settings = {**statics, **dict(zip(tensor_names, tensors, strict=True))}
+    class_weight = settings.pop("weight", None)
+    dtype = settings.pop("dtype")
+    if learnable_gamma:
+        settings["gamma"] = gamma
+    z = logits.to(dtype)
+    valid = None if ignore_index is None else target != ignore_index
+    positive = target == 1
+    bad = (target != 0) & ~positive
+    if valid is not None:
+        positive = positive & valid
+        bad = bad & valid
+    bad = bad | ~torch.isfinite(z)
+    # Always given (ones for no weights): every realised value reads it (see _in_logit_loop),
+    # so that inductor runs the whole kernel as one (N, C, S) nest.
+    column = class_weight.to(dtype).view(1, -1, 1)
+    weight = column if valid is None else valid.to(dtype) * column
+    log_upstream = -math.log(max(target.numel(), 1)) - class_weight.amax().clamp_min(1.0).log()
+    anchor = functools.partial(_in_logit_loop, logit=column)
+    value, slope, d_gamma = entries(z, positive, log_scale=log_upstream, anchor=anchor, **settings)
+    scale = 1.0 / max(target.numel(), 1) if mean else 1.0
+    grad = (slope * (weight * scale)).to(logits.dtype)
+    total = anchor(_flagged(value * weight, bad)).sum()
+    d_total = (d_gamma * weight).sum() if wants_gamma and d_gamma is not None else None
+    if wants_gamma and d_total is None:  # γ = 0 cannot be learnable; keep the output's type
+        d_total = torch.zeros((), dtype=dtype, device=logits.device)
+    factor = None
+    if mean:
+        count = torch.full((), float(target.numel()), dtype=dtype, device=logits.device)
+        if valid is not None:
+            # A float sum (exact below 2^24 per accumulator lane), anchored like the loss's:
+            # an integer count went to a loop of its own, the loss's sum to a second one.
+            count = anchor(valid.to(dtype)).sum()
+        factor = target.numel() / count.clamp_min(1.0)
+        total = total / count.clamp_min(torch.finfo(dtype).tiny)
+        d_total = None if d_total is None else d_total / count.clamp_min(torch.finfo(dtype).tiny)
+    return total, grad, d_total, ~torch.isfinite(total), factor
 
 
 # ------------------------------------------------------------------------------ label counts

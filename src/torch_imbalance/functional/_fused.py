@@ -373,7 +373,8 @@ def gap_loss(
 class _OnePassLoss(torch.autograd.Function):
     """A reduced loss whose gradient was computed with it, in the same compiled loop that read
     the logits (and masked and weighted the targets); the backward only scales it by the
-    incoming gradient (not at all when that is 1, as for ``loss.backward()``)."""
+    incoming gradient (not at all when that is 1, as for ``loss.backward()``), times the
+    kernel's gradient factor where it has one (a multi-label mean: ``numel / count``)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -383,10 +384,10 @@ class _OnePassLoss(torch.autograd.Function):
         outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
         rerun: Callable[[], tuple[Any, ...]],
     ) -> torch.Tensor:
-        loss, grad, d_gamma = outputs
+        loss, grad, d_gamma, grad_factor = outputs
         # Kept on ctx (not saved tensors): the first backward hands the buffer on as the
         # logits' gradient; a second backward through the same graph recomputes it.
-        ctx.rerun, ctx.grad, ctx.d_gamma = rerun, grad, d_gamma
+        ctx.rerun, ctx.grad, ctx.d_gamma, ctx.grad_factor = rerun, grad, d_gamma, grad_factor
         ctx.wants_gamma = isinstance(gamma, torch.Tensor) and gamma.requires_grad
         ctx.shape, ctx.dtype = logits.shape, logits.dtype
         return loss
@@ -397,9 +398,10 @@ class _OnePassLoss(torch.autograd.Function):
         grad, d_gamma = ctx.grad, ctx.d_gamma
         ctx.grad = ctx.d_gamma = None
         if grad is None:  # backward again through a retained graph
-            _, grad, d_gamma, _ = ctx.rerun()
-        if grad_loss.device.type != "cpu" or float(grad_loss) != 1.0:
-            grad = grad.mul_(grad_loss.to(grad.dtype))
+            _, grad, d_gamma, *_ = ctx.rerun()
+        factor = grad_loss if ctx.grad_factor is None else grad_loss * ctx.grad_factor
+        if factor.device.type != "cpu" or float(factor) != 1.0:
+            grad = grad.mul_(factor.to(grad.dtype))
         grad_gamma = d_gamma * grad_loss if ctx.wants_gamma else None
         return grad.view(ctx.shape).to(ctx.dtype), grad_gamma, None, None
 
@@ -427,7 +429,9 @@ def one_pass_loss(
     or None (said once, see :func:`mark_broken`) when the kernel cannot be built or run: the
     eager kernels serve then.
 
-    ``kernel(logits (N, C, S), *arguments, γ) -> (loss, gradient, ∂loss/∂γ or None, invalid)``;
+    ``kernel(logits (N, C, S), *arguments, γ) -> (loss, gradient, ∂loss/∂γ or None, invalid
+    [, gradient factor or None])``: the factor (a scalar tensor) multiplies the gradient in the
+    backward;
     ``invalid`` flags a NaN/inf logit or a label out of range, found in the same loop, and
     ``checks`` (the eager value checks) then raise the full message (``None``: the caller's
     ``validate=False``, no device sync). After a None the caller runs ``checks`` itself.
@@ -437,7 +441,7 @@ def one_pass_loss(
     try:
         kernel = build_kernel()
         with torch.no_grad():
-            loss, grad, d_gamma, invalid = kernel(*inputs)
+            loss, grad, d_gamma, invalid, *factor = kernel(*inputs)
     except Exception as error:
         mark_broken(error)
         return None
@@ -449,7 +453,8 @@ def one_pass_loss(
         with torch.no_grad():
             return kernel(*inputs)
 
-    return _OnePassLoss.apply(logits, gamma, (loss, grad, d_gamma), rerun)
+    grad_factor = factor[0] if factor else None
+    return _OnePassLoss.apply(logits, gamma, (loss, grad, d_gamma, grad_factor), rerun)
 
 
 def class_weight_in(weight: torch.Tensor | None, dtype: torch.dtype, device: torch.device):

@@ -229,3 +229,139 @@ def lmf_head(
 
 def _log(value: float) -> float:
     return math.log(value) if value > 0 else -math.inf
+
+
+# ------------------------------------------------------------------------------ multi-label
+# Each entry (i, c) of a multi-label loss is one element with its own gap
+# ``u = −(2y − 1) z``: ``BCE(z, y) = softplus(u)``, ``1 − p_y = σ(u)``, ``p_y = σ(−u)``. The
+# functions below return ``(ℓ, ∂ℓ/∂z, ∂ℓ/∂γ or None)`` per entry, unweighted and unmasked (the
+# compiled one-pass kernel weights, masks and reduces them); ``log_scale`` bounds the log of
+# the factor the slopes meet downstream, as for the heads. The eager chunks (``focal.py``,
+# ``ldam.py``, ``lmf.py``, ``dual_focal.py``) spell the same losses by value only, for autograd:
+# the equivalence tests hold the two against each other and against float64 references.
+EntryParts = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
+
+
+def _signed_gap(z: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """``u = −(2y − 1) z``."""
+    return torch.where(positive, -z, z)
+
+
+def _per_class(value: torch.Tensor | float, ndim: int) -> torch.Tensor | float:
+    """A per-class vector ``(C,)`` as ``(1, C, 1, ...)``; scalars unchanged."""
+    if isinstance(value, torch.Tensor) and value.ndim == 1:
+        return value.view(1, -1, *([1] * (ndim - 2)))
+    return value
+
+
+def _scalar(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    """``value`` as a tensor of ``like``'s dtype (``torch.where`` of two Python floats would
+    give the default dtype: float32 constants in a float64 loss)."""
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+
+def multilabel_focal_entries(
+    z: torch.Tensor,
+    positive: torch.Tensor,
+    *,
+    gamma: torch.Tensor | float,
+    alpha: float | torch.Tensor | None,
+    log_scale: torch.Tensor | float,
+    anchor: Anchor = None,
+) -> EntryParts:
+    """``ℓ = α_y σ(u)^γ softplus(u)`` (``torchvision.ops.sigmoid_focal_loss``)."""
+    value, (slope,), d_gamma = _focal_parts(_signed_gap(z, positive), gamma, log_scale, anchor)
+    slope = torch.where(positive, -slope, slope)
+    if alpha is not None:
+        alpha = _per_class(alpha, z.ndim)
+        weight = torch.where(positive, _scalar(alpha, z), 1 - alpha)
+        value, slope = weight * value, weight * slope
+        d_gamma = None if d_gamma is None else weight * d_gamma
+    return value, slope, d_gamma
+
+
+def _ldam_gap(
+    z: torch.Tensor, positive: torch.Tensor, margins: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """``u = −(2y − 1) s (z − Δ_c y)``."""
+    shifted = torch.where(positive, z - _per_class(margins, z.ndim), z)
+    return _signed_gap(scale * shifted, positive)
+
+
+def multilabel_ldam_entries(
+    z: torch.Tensor,
+    positive: torch.Tensor,
+    *,
+    gamma: None,
+    margins: torch.Tensor,
+    scale: float,
+    log_scale: torch.Tensor | float,
+    anchor: Anchor = None,
+) -> EntryParts:
+    """``ℓ = BCE(s (z − Δ_c y), y) = softplus(u)``."""
+    gap = _ldam_gap(z, positive, margins, scale)
+    value, (slope,), _ = _focal_parts(gap, 0.0, log_scale, anchor)
+    return value, torch.where(positive, -scale * slope, scale * slope), None
+
+
+def multilabel_lmf_entries(
+    z: torch.Tensor,
+    positive: torch.Tensor,
+    *,
+    gamma: torch.Tensor | float,
+    margins: torch.Tensor,
+    scale: float,
+    focal_scale: float,
+    ldam_weight: float,
+    focal_weight: float,
+    log_scale: torch.Tensor | float,
+    anchor: Anchor = None,
+) -> EntryParts:
+    """``ℓ = λ_ldam BCE(s (z − Δ_c y), y) + λ_focal σ(u_f)^γ softplus(u_f)``, ``u_f`` the gap of
+    ``s_f z`` (:func:`lmf_head` on the two gaps)."""
+    gaps = [_ldam_gap(z, positive, margins, scale), _signed_gap(focal_scale * z, positive)]
+    value, (ldam_slope, focal_slope), d_gamma = lmf_head(
+        gaps,
+        gamma,
+        ldam_weight=ldam_weight,
+        focal_weight=focal_weight,
+        log_scales=[log_scale, log_scale],
+        anchor=anchor,
+    )
+    slope = scale * ldam_slope + focal_scale * focal_slope
+    return value, torch.where(positive, -slope, slope), d_gamma
+
+
+def multilabel_dual_focal_entries(
+    z: torch.Tensor,
+    positive: torch.Tensor,
+    *,
+    gamma: torch.Tensor | float,
+    alpha: float,
+    beta: float,
+    rho: float,
+    log_scale: torch.Tensor | float,
+    anchor: Anchor = None,
+) -> EntryParts:
+    """``ℓ = −y log p − β (1 − y) log(ρ − p) + α |y − p|^γ`` with ``p = σ(z)``: in the gap,
+    ``softplus(u)`` for a positive, ``−β log(ρ − 1 + σ(−u))`` for a negative, plus
+    ``α σ(u)^γ``; slopes ``σ(u)``, ``β σ(u) σ(−u) / (ρ − 1 + σ(−u))`` and ``αγ σ(u)^γ σ(−u)``."""
+    gap = _cutoff(_signed_gap(z, positive), 0.0, log_scale)
+    softplus, log_sig, sig, p_y = sigmoid_parts(gap, anchor)
+    if rho == 1.0:  # −log(1 − p) of a negative is softplus(u) too
+        true_weight = torch.where(positive, 1.0, _scalar(beta, z))
+        value, slope = true_weight * softplus, true_weight * sig
+    else:
+        shifted = (rho - 1.0) + p_y  # ρ − p of a negative, ≥ ρ − 1 > 0
+        value = torch.where(positive, softplus, -beta * anchored(shifted.log(), anchor))
+        slope = sig * torch.where(positive, 1.0, beta * p_y / shifted)
+    d_gamma = None
+    if alpha != 0:
+        if not isinstance(gamma, torch.Tensor) and gamma == 0:
+            value = value + alpha
+        else:
+            power = anchored(_power(sig, log_sig, gamma), anchor)  # |y − p|^γ = σ(u)^γ
+            value = value + alpha * power
+            slope = slope + (alpha * gamma) * power * p_y
+            d_gamma = alpha * power * log_sig
+    return value, torch.where(positive, -slope, slope), d_gamma

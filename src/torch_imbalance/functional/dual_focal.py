@@ -40,6 +40,7 @@ from torch_imbalance.functional._fused import (
     one_pass_loss,
     one_pass_wanted,
 )
+from torch_imbalance.functional._heads import multilabel_dual_focal_entries
 
 
 def multilabel_dual_focal_terms(
@@ -158,6 +159,7 @@ def dual_focal_loss(
     if task == "multilabel":
         return multilabel_chunk_loss(
             _multilabel_chunk,
+            multilabel_dual_focal_entries,
             input,
             target,
             gamma,

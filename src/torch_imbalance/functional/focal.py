@@ -22,7 +22,7 @@ from torch_imbalance.functional._common import (
     prepare,
 )
 from torch_imbalance.functional._fused import GapHead, reduced_gap_loss
-from torch_imbalance.functional._heads import focal_head
+from torch_imbalance.functional._heads import focal_head, multilabel_focal_entries
 
 
 def multilabel_focal_terms(
@@ -153,6 +153,7 @@ def focal_loss(
     check_alpha(alpha, input.shape[1])
     return multilabel_chunk_loss(
         _multilabel_focal_chunk,
+        multilabel_focal_entries,
         input,
         target,
         gamma,

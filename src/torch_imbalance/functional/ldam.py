@@ -14,7 +14,7 @@ from torch_imbalance._reduce import (
 from torch_imbalance._types import CountsLike, Reduction, Task
 from torch_imbalance.functional._common import log_sigmoid, multilabel_chunk_loss, prepare
 from torch_imbalance.functional._fused import GapHead, reduced_gap_loss
-from torch_imbalance.functional._heads import cross_entropy_head
+from torch_imbalance.functional._heads import cross_entropy_head, multilabel_ldam_entries
 from torch_imbalance.weights import ldam_margins
 
 
@@ -133,6 +133,7 @@ def ldam_loss(
         )
     return multilabel_chunk_loss(
         _multilabel_ldam_chunk,
+        multilabel_ldam_entries,
         input,
         target,
         None,

@@ -31,7 +31,12 @@ from torch_imbalance.functional._fused import (
     reduced_gap_loss,
     target_gap,
 )
-from torch_imbalance.functional._heads import cross_entropy_head, focal_head, lmf_head
+from torch_imbalance.functional._heads import (
+    cross_entropy_head,
+    focal_head,
+    lmf_head,
+    multilabel_lmf_entries,
+)
 from torch_imbalance.functional.focal import multilabel_focal_terms
 from torch_imbalance.functional.ldam import ldam_head, multilabel_ldam_terms, resolve_margins
 
@@ -148,6 +153,7 @@ def lmf_loss(
             )
         return multilabel_chunk_loss(
             _multilabel_lmf_chunk,
+            multilabel_lmf_entries,
             input,
             target,
             gamma,
