@@ -1084,8 +1084,9 @@ def _multilabel_forward_with_gradient(  # pragma: no cover (compiled)
     if mean:
         count = torch.full((), float(target.numel()), dtype=dtype, device=logits.device)
         if valid is not None:
-            # A float sum (exact below 2^24 per accumulator lane), anchored like the loss's:
-            # an integer count went to a loop of its own, the loss's sum to a second one.
+            # A float sum anchored like the loss's (an integer count went to a loop of its
+            # own): exact up to 2^24 entries in float32, beyond that rounded no worse than the
+            # loss's own sum.
             count = anchor(valid.to(dtype)).sum()
         factor = target.numel() / count.clamp_min(1.0)
         total = total / count.clamp_min(torch.finfo(dtype).tiny)
