@@ -946,17 +946,14 @@ def _multilabel_loss(  # pragma: no cover (compiled)
     ignore_index: int | None,
     reduction: str,
     finish: Callable[..., torch.Tensor],
-    bad: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``bad``: the entries whose input is invalid, flagged in the loss (see :func:`_flagged`:
-    no separate pass over the logits)."""
+    """The eager chunks' per-entry loss over the whole tensor, finished (``reduction="none"``:
+    the per-entry losses; the compiler derives the backward)."""
     settings = {**statics, **dict(zip(tensor_names, tensors, strict=True))}
     params = (gamma,) if learnable_gamma else ()
     if learnable_gamma:
         settings["gamma"] = gamma
     loss = chunk_fn(logits, target, *params, ignore_index=ignore_index, **settings)
-    if bad is not None:
-        loss = _flagged(loss, bad)
     return finish(loss, target, ignore_index, reduction)
 
 
@@ -1055,7 +1052,7 @@ def _multilabel_forward_with_gradient(  # pragma: no cover (compiled)
     see ``_fused._OnePassLoss``): no separate pass over the targets before the loop."""
     *tensors, gamma = tensors_and_gamma
     settings = {**statics, **dict(zip(tensor_names, tensors, strict=True))}
-    class_weight = settings.pop("weight", None)
+    class_weight: torch.Tensor = settings.pop("weight")  # ones where the caller gave none
     dtype = settings.pop("dtype")
     if learnable_gamma:
         settings["gamma"] = gamma
@@ -1078,7 +1075,7 @@ def _multilabel_forward_with_gradient(  # pragma: no cover (compiled)
     grad = (slope * (weight * scale)).to(logits.dtype)
     total = anchor(_flagged(value * weight, bad)).sum()
     d_total = (d_gamma * weight).sum() if wants_gamma and d_gamma is not None else None
-    if wants_gamma and d_total is None:  # γ = 0 cannot be learnable; keep the output's type
+    if wants_gamma and d_total is None:  # Dual Focal with α = 0: no term depends on γ
         d_total = torch.zeros((), dtype=dtype, device=logits.device)
     factor = None
     if mean:

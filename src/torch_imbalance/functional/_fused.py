@@ -381,7 +381,7 @@ class _OnePassLoss(torch.autograd.Function):
         ctx,
         logits: torch.Tensor,
         gamma: torch.Tensor | float,
-        outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+        outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None],
         rerun: Callable[[], tuple[Any, ...]],
     ) -> torch.Tensor:
         loss, grad, d_gamma, grad_factor = outputs
