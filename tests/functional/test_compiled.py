@@ -138,6 +138,27 @@ def test_one_pass_reduced_kernel_matches_reference_and_eager(mode, case, reducti
         assert runs.get("compiled-one-pass", 0) == (2 if value == "always" else 0), runs
 
 
+@pytest.mark.parametrize("classes", [_compiled.SELECT_WEIGHT_CLASSES, 12])
+@pytest.mark.parametrize("loss_fn", [TF.focal_loss, TF.dual_focal_loss], ids=["focal", "dual"])
+def test_one_pass_class_weight_lookup_by_select_and_by_index(mode, loss_fn, classes):
+    """An element's class weight in the one-pass kernels: a chain of selects up to
+    ``SELECT_WEIGHT_CLASSES`` classes, an indexed load beyond; both against the float64 eager
+    kernels, with ignored elements."""
+    z, t = make_batch("multiclass", (4, classes, 5, 6), 0.2)
+    weight = torch.linspace(0.25, 2.0, classes, dtype=torch.float64)
+    results = {}
+    for value in ("never", "always"):
+        mode(value)
+        _compiled.kernel_runs(reset=True)
+        x = z.clone().requires_grad_()
+        loss = loss_fn(x, t, weight=weight)
+        loss.backward()
+        results[value] = (loss, x.grad)
+    assert _compiled.kernel_runs().get("compiled-one-pass", 0) == 1
+    for ours, eager in zip(results["always"], results["never"], strict=True):
+        torch.testing.assert_close(ours, eager, rtol=1e-9, atol=1e-11)
+
+
 @pytest.mark.parametrize("gamma_value", [0.4, 1.0, 1.7, 2.0])
 @pytest.mark.parametrize("rho", [1.0, 1.5])
 def test_one_pass_dual_focal_learnable_gamma_and_saturation(mode, gamma_value, rho):

@@ -672,6 +672,12 @@ def _labelled(  # pragma: no cover (compiled)
     safe = torch.where(valid & in_range, target, 0)
     if class_weight is None:
         weight = valid.to(dtype)
+    elif classes <= SELECT_WEIGHT_CLASSES:
+        # A chain of selects, not ``class_weight[safe]`` (see the constant).
+        looked_up = torch.zeros_like(target, dtype=dtype)
+        for c in range(classes):
+            looked_up = torch.where(safe == c, class_weight[c], looked_up)
+        weight = torch.where(valid, looked_up, 0.0)
     else:
         weight = torch.where(valid, class_weight[safe], 0.0)
     # A per-element sum over the classes is not finite when a logit is not (or, rarely, when
@@ -969,6 +975,12 @@ _RECOMPUTE = {
     "realize_opusers_threshold": 100,
 }
 
+
+#: Up to this many classes the one-pass kernels look an element's class weight up by a chain
+#: of selects instead of an indexed load, which inductor gathers lane by lane behind a bounds
+#: check: seg-4 weighted CE 6.20 -> 5.33 ms, adaptive Dual Focal 11.4 -> 10.1 ms
+#: (``benchmarks/kernel_probe.py``); no difference measured at 19 classes, so not beyond 8.
+SELECT_WEIGHT_CLASSES = 8
 
 #: From this many logits on, the whole-form Dual Focal kernel recomputes its per-class
 #: quantities in the gradient's loop instead of keeping them in full-size buffers: vol-4 (8 Mi
