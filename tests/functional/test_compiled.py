@@ -139,19 +139,24 @@ def test_one_pass_reduced_kernel_matches_reference_and_eager(mode, case, reducti
 
 
 @pytest.mark.parametrize("classes", [_compiled.SELECT_WEIGHT_CLASSES, 12])
-@pytest.mark.parametrize("loss_fn", [TF.focal_loss, TF.dual_focal_loss], ids=["focal", "dual"])
-def test_one_pass_class_weight_lookup_by_select_and_by_index(mode, loss_fn, classes):
-    """An element's class weight in the one-pass kernels: a chain of selects up to
-    ``SELECT_WEIGHT_CLASSES`` classes, an indexed load beyond; both against the float64 eager
-    kernels, with ignored elements."""
+@pytest.mark.parametrize("name", ["focal", "dual_focal", "ldam", "balanced_softmax"])
+def test_one_pass_per_target_lookup_by_select_and_by_index(mode, name, classes):
+    """An element's class weight, a target's margin (LDAM) or offset (balanced softmax) in the
+    one-pass kernels: a chain of selects up to ``SELECT_WEIGHT_CLASSES`` classes, an indexed
+    load beyond; both against the float64 eager kernels, with ignored elements."""
     z, t = make_batch("multiclass", (4, classes, 5, 6), 0.2)
     weight = torch.linspace(0.25, 2.0, classes, dtype=torch.float64)
+    counts = list(range(classes * 10, 0, -10))
+    if name in ("focal", "dual_focal"):
+        loss_fn = ti.build_loss(name, weight=weight)
+    else:
+        loss_fn = ti.build_loss(name, counts)
     results = {}
     for value in ("never", "always"):
         mode(value)
         _compiled.kernel_runs(reset=True)
         x = z.clone().requires_grad_()
-        loss = loss_fn(x, t, weight=weight)
+        loss = loss_fn(x, t)
         loss.backward()
         results[value] = (loss, x.grad)
     assert _compiled.kernel_runs().get("compiled-one-pass", 0) == 1

@@ -468,9 +468,9 @@ def _gap_parts(  # pragma: no cover (compiled)
         y_target = z_target * spec.scales[k]
         offset, shift = offsets[k], shifts[k]
         if offset is not None:
-            y_target = y_target + offset[target]
+            y_target = y_target + _per_target(offset, target)
         if shift is not None:
-            y_target = y_target - shift[target]
+            y_target = y_target - _per_target(shift, target)
         gaps.append(anchored(lse - y_target, anchor))
         lses.append(lse)
     return gaps, lses, exps
@@ -672,19 +672,28 @@ def _labelled(  # pragma: no cover (compiled)
     safe = torch.where(valid & in_range, target, 0)
     if class_weight is None:
         weight = valid.to(dtype)
-    elif classes <= SELECT_WEIGHT_CLASSES:
-        # A chain of selects, not ``class_weight[safe]`` (see the constant).
-        looked_up = torch.zeros_like(target, dtype=dtype)
-        for c in range(classes):
-            looked_up = torch.where(safe == c, class_weight[c], looked_up)
-        weight = torch.where(valid, looked_up, 0.0)
     else:
-        weight = torch.where(valid, class_weight[safe], 0.0)
+        weight = torch.where(valid, _per_target(class_weight, safe), 0.0)
     # A per-element sum over the classes is not finite when a logit is not (or, rarely, when
     # huge logits overflow it: then the eager checks find nothing and let the loss run); it is
     # fused with the loop over the classes, unlike a separate pass over all logits.
     bad = (valid & ~in_range) | ~torch.isfinite(class_sum(z))
     return safe, weight, bad
+
+
+def _per_target(  # pragma: no cover (compiled)
+    per_class: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """``per_class[target]`` for targets in ``[0, C)``: a chain of selects up to
+    :data:`SELECT_WEIGHT_CLASSES` classes (inductor gathers an indexed load lane by lane behind
+    a bounds check), the indexed load beyond."""
+    classes = per_class.shape[0]
+    if classes > SELECT_WEIGHT_CLASSES:
+        return per_class[target]
+    looked_up = torch.zeros_like(target, dtype=per_class.dtype)
+    for c in range(classes):
+        looked_up = torch.where(target == c, per_class[c], looked_up)
+    return looked_up
 
 
 def _flagged(value: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:  # pragma: no cover (compiled)
@@ -976,10 +985,11 @@ _RECOMPUTE = {
 }
 
 
-#: Up to this many classes the one-pass kernels look an element's class weight up by a chain
-#: of selects instead of an indexed load, which inductor gathers lane by lane behind a bounds
-#: check: seg-4 weighted CE 6.20 -> 5.33 ms, adaptive Dual Focal 11.4 -> 10.1 ms
-#: (``benchmarks/kernel_probe.py``); no difference measured at 19 classes, so not beyond 8.
+#: Up to this many classes the one-pass kernels look an element's class weight (and a target
+#: class's offset or margin) up by a chain of selects instead of an indexed load, which
+#: inductor gathers lane by lane behind a bounds check: seg-4 weighted CE 6.20 -> 5.33 ms,
+#: adaptive Dual Focal 11.4 -> 10.1 ms (``benchmarks/kernel_probe.py``); no difference
+#: measured at 19 classes, so not beyond 8.
 SELECT_WEIGHT_CLASSES = 8
 
 #: From this many logits on, the whole-form Dual Focal kernel recomputes its per-class
