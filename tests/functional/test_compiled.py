@@ -513,6 +513,36 @@ def test_label_counts_compiled_and_eager_match_bincount(mode, ignore_index):
         assert _compiled.kernel_runs().get("compiled-counts", 0) == (value == "always")
 
 
+def test_adaptive_loss_counts_its_labels_once_and_never_reuses_stale_counts(mode):
+    """A loss with adaptive class weights counts the batch's labels once per call: the weights'
+    count serves the mean's divisor too. Counts are reused only for the very tensor counted,
+    unchanged since: labels changed in place (or another tensor) are counted again, and the
+    mean stays equal to the eager kernels'."""
+    mode("always")
+    z, t = make_batch("multiclass", (2, 4, 8, 8), 0.1)
+    loss = ti.build_loss("dual_focal_adaptive", [40, 30, 20, 10])
+    loss(z, t)
+    _compiled.kernel_runs(reset=True)
+    loss(z, t)
+    assert _compiled.kernel_runs().get("compiled-counts", 0) == 1
+    weight = torch.tensor([0.5, 1.0, 2.0, 4.0], dtype=torch.float64)
+    _compiled.label_counts(t, 4, -100)
+    changed = t.clone()
+    _compiled.label_counts(changed, 4, -100)
+    changed[0, :4] = -100  # in place: the kept counts are stale now
+    changed[1, :, :2] = 3
+    results = {}
+    for value in ("always", "never"):
+        mode(value)
+        results[value] = TF.dual_focal_loss(z, changed, weight=weight)
+    torch.testing.assert_close(results["always"], results["never"], rtol=1e-10, atol=1e-12)
+    mode("always")
+    _compiled.label_counts(t, 4, -100)
+    torch.testing.assert_close(
+        TF.focal_loss(z, t.clone(), weight=weight), TF.focal_loss(z, t, weight=weight)
+    )
+
+
 def test_inductor_options_this_torch_lacks_are_dropped(mode, monkeypatch):
     """The tuning options are hints: one this torch's inductor does not know (the recompute
     options name ``realize_opusers_threshold``, which torch 2.11 lacks) is left out, not a

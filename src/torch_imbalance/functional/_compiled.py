@@ -22,6 +22,7 @@ import math
 import os
 import types
 import warnings
+import weakref
 from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -1128,6 +1129,9 @@ def normaliser_scales(
     classes: one compiled loop over the labels (see :func:`label_counts`)."""
     if all(kind == "sum" for kind in normalisers):
         return None
+    counted = _counted_before(target, classes, ignore_index)
+    if counted is not None:  # the adaptive weights counted this batch's labels just now
+        return _factors_from_counts(counted, class_weight, normalisers, dtype)
     if wants_compiled(target) and classes <= MASKED_SUM_CLASSES:
         key = ("normalisers", classes, ignore_index, normalisers, dtype)
         factors = _counted_or_none(
@@ -1189,10 +1193,40 @@ def _normaliser_scales(  # pragma: no cover (compiled)
     return _factors_from_counts(counts, class_weight, normalisers, dtype)
 
 
+#: The last :func:`label_counts` call: (target, its version counter, classes, ignore_index) and
+#: its counts. A loss with adaptive class weights counts the batch's labels for the weights,
+#: then needs the same counts for its mean's divisor: a second pass over the labels, saved.
+_last_counted: tuple[weakref.ref[torch.Tensor], int, int, int | None, torch.Tensor] | None = None
+
+
+def _counted_before(
+    target: torch.Tensor, num_classes: int, ignore_index: int | None
+) -> torch.Tensor | None:
+    """The counts of the last :func:`label_counts` call if it counted this very tensor, unchanged
+    since (same object, same version counter), the same way; else None."""
+    if _last_counted is None:
+        return None
+    reference, version, classes, ignored, counts = _last_counted
+    if reference() is not target or version != target._version:
+        return None
+    return counts if (classes, ignored) == (num_classes, ignore_index) else None
+
+
 def label_counts(target: torch.Tensor, num_classes: int, ignore_index: int | None) -> torch.Tensor:
     """How many elements of ``target`` hold each class ``(C,)`` (float32; ``ignore_index`` and
     values outside ``[0, C)`` not counted), with no host sync. Large inputs with few classes
     are counted in one compiled loop (one accumulator per class); otherwise by ``scatter_add``."""
+    global _last_counted
+    counts = _label_counts_of(target, num_classes, ignore_index)
+    # A copy: the caller may change its counts in place (an all-reduce over the ranks).
+    kept = counts.clone()
+    _last_counted = (weakref.ref(target), target._version, num_classes, ignore_index, kept)
+    return counts
+
+
+def _label_counts_of(
+    target: torch.Tensor, num_classes: int, ignore_index: int | None
+) -> torch.Tensor:
     if wants_compiled(target) and num_classes <= MASKED_SUM_CLASSES:
         key = ("label-counts", num_classes, ignore_index)
         counts = _counted_or_none(
