@@ -16,18 +16,19 @@ import torch_imbalance as ti
         lambda: ti.FocalLoss(gamma=2.0),
         lambda: ti.LMFLoss(COUNTS[4]),
         lambda: ti.DualFocalLoss(gamma=1.5),
+        # Adaptive weights: a training-mode call updates the running frequencies (two modules)
+        lambda: ti.build_loss("dual_focal_adaptive", COUNTS[4]),
     ],
-    ids=["focal", "lmf", "dual_focal"],
+    ids=["focal", "lmf", "dual_focal", "dual_focal_adaptive"],
 )
 def test_compiled_loss_matches_eager(make_loss):
     torch._dynamo.reset()
-    loss = make_loss()
     z, t = make_batch("multiclass", (4, 4, 8, 8), 0.1, dtype=torch.float32)
     eager_in = z.clone().requires_grad_()
     compiled_in = z.clone().requires_grad_()
-    expected = loss(eager_in, t)
+    expected = make_loss()(eager_in, t)
     expected.backward()
-    compiled = torch.compile(loss)
+    compiled = torch.compile(make_loss())
     value = compiled(compiled_in, t)
     value.backward()
     torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6)
