@@ -541,6 +541,15 @@ def test_adaptive_loss_counts_its_labels_once_and_never_reuses_stale_counts(mode
     torch.testing.assert_close(
         TF.focal_loss(z, t.clone(), weight=weight), TF.focal_loss(z, t, weight=weight)
     )
+    with torch.inference_mode():  # inference tensors have no version counter: never reused
+        frozen = t.clone()
+        _compiled.label_counts(frozen, 4, -100)
+        assert _compiled._counted_before(frozen, 4, -100) is None
+        values = {}
+        for value in ("always", "never"):
+            mode(value)
+            values[value] = TF.dual_focal_loss(z, frozen, weight=weight)
+        torch.testing.assert_close(values["always"], values["never"], rtol=1e-10, atol=1e-12)
 
 
 def test_inductor_options_this_torch_lacks_are_dropped(mode, monkeypatch):

@@ -1204,7 +1204,7 @@ def _counted_before(
 ) -> torch.Tensor | None:
     """The counts of the last :func:`label_counts` call if it counted this very tensor, unchanged
     since (same object, same version counter), the same way; else None."""
-    if _last_counted is None:
+    if _last_counted is None or target.is_inference():  # no version counter to check
         return None
     reference, version, classes, ignored, counts = _last_counted
     if reference() is not target or version != target._version:
@@ -1218,6 +1218,9 @@ def label_counts(target: torch.Tensor, num_classes: int, ignore_index: int | Non
     are counted in one compiled loop (one accumulator per class); otherwise by ``scatter_add``."""
     global _last_counted
     counts = _label_counts_of(target, num_classes, ignore_index)
+    if target.is_inference():  # no version counter: never reused
+        _last_counted = None
+        return counts
     # A copy: the caller may change its counts in place (an all-reduce over the ranks).
     kept = counts.clone()
     _last_counted = (weakref.ref(target), target._version, num_classes, ignore_index, kept)
