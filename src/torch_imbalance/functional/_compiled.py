@@ -618,7 +618,7 @@ def _gap_forward_with_gradient(  # pragma: no cover (compiled)
     head_loss: Callable[..., Any],
     ignore_index: int,
     normalisers: tuple[str, ...],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, None]:
     """The reduced loss (``F.cross_entropy``'s convention: a mean divides by ``Σ w_i`` over
     the labelled elements), its gradient with respect to the logits and (when asked for) to γ,
     from the raw targets: the same functions as the two-pass kernels, which the compiler fuses
@@ -653,7 +653,7 @@ def _gap_forward_with_gradient(  # pragma: no cover (compiled)
     grad = assemble(_gap_gradient(is_target, exps, coefficients, spec, anchor)).to(logits.dtype)
     d_gamma = None if d_gamma is None else d_gamma.sum() * scale
     loss = anchor(_flagged(value, bad)).sum() * scale
-    return loss, grad, d_gamma, ~torch.isfinite(loss)
+    return loss, grad, d_gamma, ~torch.isfinite(loss), None  # no gradient factor
 
 
 def _labelled(  # pragma: no cover (compiled)
@@ -784,7 +784,7 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
     ignore_index: int,
     mean: bool,
     unrolled: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, None]:
     """Per element, ``t`` the target and ``j*`` the arg-max of the other classes (the only one
     whose probability can exceed 1/2); every quantity in log space as in the eager kernel.
     Per-element quantities are ``(N, 1, S)``, per-class ones class values."""
@@ -920,7 +920,8 @@ def _dual_focal_forward_with_gradient(  # pragma: no cover (compiled)
         else:
             d_gamma = torch.zeros((), dtype=dtype, device=logits.device)
     loss = anchor(_flagged(value * weight, bad)).sum() * scale
-    return loss, assemble(gradient).to(logits.dtype), d_gamma, ~torch.isfinite(loss)
+    gradient_out = assemble(gradient).to(logits.dtype)
+    return loss, gradient_out, d_gamma, ~torch.isfinite(loss), None  # no gradient factor
 
 
 # ---------------------------------------------------------------------------- multi-label
@@ -1102,15 +1103,15 @@ def _multilabel_forward_with_gradient(  # pragma: no cover (compiled)
         d_total = torch.zeros((), dtype=dtype, device=logits.device)
     factor = None
     if mean:
-        count = torch.full((), float(target.numel()), dtype=dtype, device=logits.device)
+        divisor: torch.Tensor | float = max(target.numel(), 1)  # the gradient's 1/numel
         if valid is not None:
             # A float sum anchored like the loss's (an integer count went to a loop of its
             # own): exact up to 2^24 entries in float32, beyond that rounded no worse than the
-            # loss's own sum.
-            count = anchor(valid.to(dtype)).sum()
-        factor = target.numel() / count.clamp_min(1.0)
-        total = total / count.clamp_min(torch.finfo(dtype).tiny)
-        d_total = None if d_total is None else d_total / count.clamp_min(torch.finfo(dtype).tiny)
+            # loss's own sum. No entry kept: a 0 loss and gradient, as F.cross_entropy's.
+            divisor = anchor(valid.to(dtype)).sum().clamp_min(1.0)
+            factor = target.numel() / divisor
+        total = total / divisor
+        d_total = None if d_total is None else d_total / divisor
     return total, grad, d_total, ~torch.isfinite(total), factor
 
 

@@ -398,7 +398,7 @@ class _OnePassLoss(torch.autograd.Function):
         grad, d_gamma = ctx.grad, ctx.d_gamma
         ctx.grad = ctx.d_gamma = None
         if grad is None:  # backward again through a retained graph
-            _, grad, d_gamma, *_ = ctx.rerun()
+            _, grad, d_gamma, _, _ = ctx.rerun()
         factor = grad_loss if ctx.grad_factor is None else grad_loss * ctx.grad_factor
         if factor.device.type != "cpu" or float(factor) != 1.0:
             grad = grad.mul_(factor.to(grad.dtype))
@@ -429,8 +429,8 @@ def one_pass_loss(
     or None (said once, see :func:`mark_broken`) when the kernel cannot be built or run: the
     eager kernels serve then.
 
-    ``kernel(logits (N, C, S), *arguments, γ) -> (loss, gradient, ∂loss/∂γ or None, invalid
-    [, gradient factor or None])``: the factor (a scalar tensor) multiplies the gradient in the
+    ``kernel(logits (N, C, S), *arguments, γ) -> (loss, gradient, ∂loss/∂γ or None, invalid,
+    gradient factor or None)``: the factor (a scalar tensor) multiplies the gradient in the
     backward;
     ``invalid`` flags a NaN/inf logit or a label out of range, found in the same loop, and
     ``checks`` (the eager value checks) then raise the full message (``None``: the caller's
@@ -441,7 +441,7 @@ def one_pass_loss(
     try:
         kernel = build_kernel()
         with torch.no_grad():
-            loss, grad, d_gamma, invalid, *factor = kernel(*inputs)
+            loss, grad, d_gamma, invalid, grad_factor = kernel(*inputs)
     except Exception as error:
         mark_broken(error)
         return None
@@ -453,7 +453,6 @@ def one_pass_loss(
         with torch.no_grad():
             return kernel(*inputs)
 
-    grad_factor = factor[0] if factor else None
     return _OnePassLoss.apply(logits, gamma, (loss, grad, d_gamma, grad_factor), rerun)
 
 

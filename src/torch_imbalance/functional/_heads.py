@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from torch_imbalance._reduce import class_dim_view
+
 Parts = tuple[torch.Tensor, list[torch.Tensor], "torch.Tensor | None"]
 #: Marks a per-element value that the compiled kernels keep in the logits' loop (see
 #: ``_compiled._in_logit_loop``); None on the eager path.
@@ -247,13 +249,6 @@ def _signed_gap(z: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     return torch.where(positive, -z, z)
 
 
-def _per_class(value: torch.Tensor | float, ndim: int) -> torch.Tensor | float:
-    """A per-class vector ``(C,)`` as ``(1, C, 1, ...)``; scalars unchanged."""
-    if isinstance(value, torch.Tensor) and value.ndim == 1:
-        return value.view(1, -1, *([1] * (ndim - 2)))
-    return value
-
-
 def _scalar(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
     """``value`` as a tensor of ``like``'s dtype (``torch.where`` of two Python floats would
     give the default dtype: float32 constants in a float64 loss)."""
@@ -273,7 +268,8 @@ def multilabel_focal_entries(
     value, (slope,), d_gamma = _focal_parts(_signed_gap(z, positive), gamma, log_scale, anchor)
     slope = torch.where(positive, -slope, slope)
     if alpha is not None:
-        alpha = _per_class(alpha, z.ndim)
+        if isinstance(alpha, torch.Tensor) and alpha.ndim == 1:
+            alpha = class_dim_view(alpha, z.ndim)
         weight = torch.where(positive, _scalar(alpha, z), 1 - alpha)
         value, slope = weight * value, weight * slope
         d_gamma = None if d_gamma is None else weight * d_gamma
@@ -284,7 +280,7 @@ def _ldam_gap(
     z: torch.Tensor, positive: torch.Tensor, margins: torch.Tensor, scale: float
 ) -> torch.Tensor:
     """``u = −(2y − 1) s (z − Δ_c y)``."""
-    shifted = torch.where(positive, z - _per_class(margins, z.ndim), z)
+    shifted = torch.where(positive, z - class_dim_view(margins, z.ndim), z)
     return _signed_gap(scale * shifted, positive)
 
 
