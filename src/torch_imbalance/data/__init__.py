@@ -59,6 +59,7 @@ def load_dataset(
     seed: int = 0,
     train_fraction: float | None = None,
     max_per_class: int | None = None,
+    val_keep_fraction: float | None = None,
     **options: Any,
 ) -> DatasetBundle | SegmentationBundle:
     """Load a dataset by name with deterministic splits, then apply the training-size limits.
@@ -69,6 +70,8 @@ def load_dataset(
         seed: split seed.
         train_fraction: keep this class-stratified fraction of the training split.
         max_per_class: keep at most this many training examples per class.
+        val_keep_fraction: keep this class-stratified fraction of the validation split (a
+            validation split scaled down with ``train_fraction``).
         **options: passed to the loader (``val_fraction``, ``test_fraction``,
             ``imbalance_ratio`` for the long-tailed sets, ``channels`` for image folders).
 
@@ -94,11 +97,19 @@ def load_dataset(
             raise DatasetError(f"dataset format {name!r} needs --root PATH")
         bundle = loader(root, seed=seed, **given)
     if isinstance(bundle, SegmentationBundle):
-        if train_fraction is not None or max_per_class is not None:
-            raise DatasetError("--train-fraction / --max-per-class apply to classification data")
+        if train_fraction is not None or max_per_class is not None or val_keep_fraction:
+            raise DatasetError(
+                "--train-fraction / --max-per-class / --val-keep-fraction apply to "
+                "classification data"
+            )
         return bundle
     if train_fraction is not None or max_per_class is not None:
         bundle.train = limit_training_set(bundle.train, seed, train_fraction, max_per_class)
+    if val_keep_fraction is not None:
+        bundle.val = limit_training_set(
+            bundle.val, seed, val_keep_fraction, setting="val_keep_fraction"
+        )
+        bundle.notes["validation"] = f"{val_keep_fraction:g} of the validation split kept"
     return bundle
 
 

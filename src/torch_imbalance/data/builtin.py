@@ -219,18 +219,44 @@ def instance_to_semantic(instances: np.ndarray) -> np.ndarray:
     return np.where(boundary, 2, np.where(foreground, 1, 0))
 
 
-def load_dsb2018_nuclei(seed: int = 0, tile_size: int = 64) -> SegmentationBundle:
+def rotating_folds(positions: int, folds: int, seed: int) -> list[str]:
+    """The split of each of ``positions`` ordered positions (tile columns, slices) under
+    rotating folds: the positions cut into ``folds`` contiguous blocks, block ``seed mod folds``
+    the test split, the next block (cyclically) validation, the rest training; ``folds``
+    consecutive seeds test every position once.
+
+    Example:
+        >>> rotating_folds(5, 5, seed=4)
+        ['val', 'train', 'train', 'train', 'test']
+    """
+    if not 3 <= folds <= positions:
+        raise DatasetError(
+            f"folds must lie in [3, {positions}] here ({positions} positions to split), got {folds}"
+        )
+    blocks = np.array_split(np.arange(positions), folds)  # the first blocks one longer
+    block = np.concatenate([np.full(len(part), b) for b, part in enumerate(blocks)])
+    test, val = seed % folds, (seed + 1) % folds
+    return ["test" if b == test else "val" if b == val else "train" for b in block]
+
+
+def load_dsb2018_nuclei(
+    seed: int = 0, tile_size: int = 64, folds: int | None = None
+) -> SegmentationBundle:
     """Stardist's 512×512 DSB 2018 fluorescence image: background / nucleus interior /
-    boundary (80 / 17 / 3 %), cut into tiles split by position: the last tile column is the
-    test split, the one before it validation, the rest training (never at random)."""
+    boundary (80 / 17 / 3 %), cut into tiles split by position (never at random): by default
+    the last tile column is the test split, the one before it validation, the rest training;
+    with ``folds``, the tile columns in rotating folds (:func:`rotating_folds`, by ``seed``)."""
     tifffile = _reader_module("tifffile", "tifffile", "dsb2018-nuclei")
     image = tifffile.imread(package_file("dsb2018-nuclei", "data/images/img2d.tif"))
     instances = tifffile.imread(package_file("dsb2018-nuclei", "data/images/mask2d.tif"))
     image, classes = to_uint8(image), instance_to_semantic(instances)
     rows, columns = image.shape[0] // tile_size, image.shape[1] // tile_size
+    if folds is None:
+        splits = ["train"] * (columns - 2) + ["val", "test"]
+    else:
+        splits = rotating_folds(columns, folds, seed)
     parts = _empty_parts()
-    for column in range(columns):
-        split = "test" if column == columns - 1 else "val" if column == columns - 2 else "train"
+    for column, split in enumerate(splits):
         for row in range(rows):
             window = (
                 slice(row * tile_size, (row + 1) * tile_size),
@@ -240,20 +266,36 @@ def load_dsb2018_nuclei(seed: int = 0, tile_size: int = 64) -> SegmentationBundl
             parts[split].masks.append(classes[window].copy())
             parts[split].ids.append(f"tile-r{row}-c{column}")
     bundle = _grey_bundle("dsb2018-nuclei", ["background", "interior", "boundary"], parts)
-    bundle.notes["split"] = (
-        f"{tile_size}×{tile_size} tiles; columns 0–{columns - 3} train, {columns - 2} val, "
-        f"{columns - 1} test"
+    bundle.notes["split"] = f"{tile_size}×{tile_size} tiles; " + _position_note(
+        "columns", list(range(columns)), splits
     )
     return bundle
+
+
+def _position_note(what: str, positions: list, splits: list[str]) -> str:
+    """``columns 0–5 train, 6 val, 7 test``: each split's positions as ranges."""
+    parts = []
+    for split in ("train", "val", "test"):
+        chosen = [p for p, s in zip(positions, splits, strict=True) if s == split]
+        runs: list[list] = []
+        for p in chosen:
+            if runs and positions.index(p) == positions.index(runs[-1][-1]) + 1:
+                runs[-1].append(p)
+            else:
+                runs.append([p])
+        text = ", ".join(f"{r[0]}" if len(r) == 1 else f"{r[0]}–{r[-1]}" for r in runs)
+        parts.append(f"{text} {split}")
+    return f"{what} " + "; ".join(parts)
 
 
 MNI_FILES = "datasets/data/mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 
 
-def load_mni152_tissue(seed: int = 0) -> SegmentationBundle:
+def load_mni152_tissue(seed: int = 0, folds: int | None = None) -> SegmentationBundle:
     """The MNI152 T1 template's axial slices with > 1 % tissue: background / grey matter /
-    white matter from the probability maps (> 0.5, the larger wins); split by slab
-    (z < 110 train, 110 ≤ z < 120 val, z ≥ 120 test)."""
+    white matter from the probability maps (> 0.5, the larger wins); split by slab: by default
+    z < 110 train, 110 ≤ z < 120 val, z ≥ 120 test; with ``folds``, contiguous slabs in
+    rotating folds (:func:`rotating_folds`, by ``seed``)."""
     nibabel = _reader_module("nibabel", "nibabel", "mni152-tissue")
     volumes = {
         kind: np.asarray(
@@ -268,12 +310,16 @@ def load_mni152_tissue(seed: int = 0) -> SegmentationBundle:
     labels[(wm > 0.5) & (wm > gm)] = 2
     t1 = to_uint8(volumes["t1"])
     tissue = (labels > 0).reshape(-1, labels.shape[2]).mean(0)
+    slices = [int(z) for z in np.flatnonzero(tissue > 0.01)]
+    if folds is None:
+        splits = ["train" if z < 110 else "val" if z < 120 else "test" for z in slices]
+    else:
+        splits = rotating_folds(len(slices), folds, seed)
     parts = _empty_parts()
-    for z in np.flatnonzero(tissue > 0.01):
-        split = "train" if z < 110 else "val" if z < 120 else "test"
+    for z, split in zip(slices, splits, strict=True):
         parts[split].images.append(np.ascontiguousarray(t1[:, :, z]))
         parts[split].masks.append(np.ascontiguousarray(labels[:, :, z]))
         parts[split].ids.append(f"z{z:03d}")
     bundle = _grey_bundle("mni152-tissue", ["background", "grey matter", "white matter"], parts)
-    bundle.notes["split"] = "axial slabs: z < 110 train, 110–119 val, ≥ 120 test"
+    bundle.notes["split"] = "axial slabs: " + _position_note("z", slices, splits)
     return bundle

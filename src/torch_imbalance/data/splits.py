@@ -68,11 +68,13 @@ def limit_training_set(
     seed: int,
     fraction: float | None = None,
     max_per_class: int | None = None,
+    setting: str = "train_fraction",
 ) -> ImageSet:
     """A class-stratified fraction of a training set and/or at most ``max_per_class`` per class
-    (the low-data regime); multi-label rows count towards their rarest label."""
+    (the low-data regime); multi-label rows count towards their rarest label. ``setting`` names
+    the fraction in the error message."""
     if fraction is not None and not 0 < fraction <= 1:
-        raise DatasetError(f"train_fraction must lie in (0, 1], got {fraction}")
+        raise DatasetError(f"{setting} must lie in (0, 1], got {fraction}")
     if max_per_class is not None and max_per_class < 1:
         raise DatasetError(f"max_per_class must be at least 1, got {max_per_class}")
     rng = np.random.default_rng(seed)

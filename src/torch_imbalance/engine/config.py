@@ -103,6 +103,11 @@ class RunConfig:
         None, "keep this stratified fraction of the training split"
     )
     max_per_class: int | None = setting(None, "keep at most N training images per class", minimum=1)
+    val_keep_fraction: float | None = setting(
+        None,
+        "keep this stratified fraction of the validation split (with --train-fraction: a "
+        "validation split scaled down with the training split)",
+    )
     sampler: str = setting("none", "training-set sampling by class", choices=SAMPLERS)
     augment: bool = setting(True, "light augmentation in training (flips, small rotations)")
     normalize: bool = setting(
@@ -110,6 +115,12 @@ class RunConfig:
         "inputs to mean 0.5 / std 0.5; off: [0, 1] pixels, as the LMF authors' ToTensor only",
     )
     num_workers: int = setting(0, "data-loading processes", minimum=0)
+    folds: int | None = setting(
+        None,
+        "segmentation built-ins: rotating folds by position; seed k tests fold k (mod folds) "
+        "and validates on the next fold, so the seeds together test the whole image",
+        minimum=3,
+    )
     # segmentation data
     num_classes: int | None = setting(
         None, "segfolder: number of classes (default: largest mask value + 1)", minimum=1
@@ -153,6 +164,12 @@ class RunConfig:
     epochs: int = setting(10, "training epochs", minimum=1)
     batch_size: int = setting(32, "images per batch", minimum=1)
     lr: float = setting(1e-3, "learning rate", positive=True)
+    gamma_lr: float | None = setting(
+        None,
+        "learning rate of the loss's own parameters (a learnable γ), without weight decay "
+        "(default: --lr)",
+        positive=True,
+    )
     weight_decay: float = setting(1e-4, "weight decay (AdamW) or L2 (Adam, SGD)", minimum=0)
     optimizer: str = setting("adamw", "optimiser", choices=OPTIMIZERS)
     scheduler: str = setting("cosine", "learning-rate schedule", choices=SCHEDULERS)
@@ -160,6 +177,11 @@ class RunConfig:
     step_gamma: float = setting(0.1, "StepLR factor", positive=True)
     precision: str = setting("32-true", "Lightning precision, e.g. 16-mixed")
     seed: int = setting(0, "seed of the splits, the initialisation and the augmentation")
+    deterministic: bool = setting(
+        False,
+        "deterministic algorithms only (Lightning's deterministic=True): same seed, same "
+        "result; on a GPU slower, and an op without a deterministic kernel is an error",
+    )
     # scaling (passed to Lightning)
     accelerator: str = setting("auto", "cpu, gpu, ...")
     devices: str = setting("auto", "a count or comma-separated device ids")

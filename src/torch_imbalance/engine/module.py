@@ -184,17 +184,26 @@ class ImbalanceModule(pl.LightningModule):
     # ------------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         config = self.config
-        # The loss's own parameters (a learnable γ) train with the model.
-        parameters = list(self.model.parameters()) + list(self.loss.parameters())
-        if config.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(
-                parameters, lr=config.lr, weight_decay=config.weight_decay
+        # The loss's own parameters (a learnable γ) form their own group: their own learning
+        # rate (a γ behind a sigmoid barely moves at the network's), and no weight decay, which
+        # would pull γ towards the middle of its range.
+        groups = [{"params": list(self.model.parameters())}]
+        loss_parameters = list(self.loss.parameters())
+        if loss_parameters:
+            groups.append(
+                {
+                    "params": loss_parameters,
+                    "lr": config.gamma_lr or config.lr,
+                    "weight_decay": 0.0,
+                }
             )
+        if config.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
         elif config.optimizer == "adam":
-            optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+            optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
         else:
             optimizer = torch.optim.SGD(
-                parameters, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
+                groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
             )
         if config.scheduler == "none":
             return optimizer

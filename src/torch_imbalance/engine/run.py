@@ -73,6 +73,7 @@ def load_run_data(config: RunConfig) -> Bundle:
         seed=config.seed,
         train_fraction=config.train_fraction,
         max_per_class=config.max_per_class,
+        val_keep_fraction=config.val_keep_fraction,
         val_fraction=config.val_fraction,
         test_fraction=config.test_fraction,
         imbalance_ratio=config.imbalance_ratio,

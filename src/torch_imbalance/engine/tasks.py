@@ -98,8 +98,9 @@ class Task(ABC):
     # ------------------------------------------------------------------------------ data
     @classmethod
     def data_options(cls, config: RunConfig) -> dict[str, Any]:
-        """Dataset options of this task taken from the run's settings."""
-        return {}
+        """Dataset options of this task taken from the run's settings (a loader that does not
+        take one that is set refuses it by name)."""
+        return {"folds": config.folds}
 
     @abstractmethod
     def datasets(self, config: RunConfig, bundle: Any, channels: int) -> dict[str, Dataset]:
@@ -388,7 +389,11 @@ class SegmentationTask(Task):
 
     @classmethod
     def data_options(cls, config: RunConfig) -> dict[str, Any]:
-        return {"num_classes": config.num_classes, "ignore_index": config.ignore_index}
+        return {
+            **super().data_options(config),
+            "num_classes": config.num_classes,
+            "ignore_index": config.ignore_index,
+        }
 
     def datasets(self, config: RunConfig, bundle: Any, channels: int) -> dict[str, Dataset]:
         from torch_imbalance.data.dataset import SegmentationDataset

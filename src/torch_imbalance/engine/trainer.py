@@ -106,6 +106,6 @@ def build_trainer(
         # The first real validation follows the first epoch; a sanity pass on two batches
         # (often one class) would only warn about degenerate AUROC inputs.
         num_sanity_val_steps=0,
-        deterministic=False,
+        deterministic=config.deterministic,
         default_root_dir=run_dir,
     )
