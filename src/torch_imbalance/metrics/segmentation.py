@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
+
+from torch_imbalance.metrics.confusion import class_mean, per_class_dice, per_class_iou
 
 SEGMENTATION_PRIMARY_METRIC = "miou"
 
@@ -25,23 +28,17 @@ def summarise_segmentation(matrix: torch.Tensor, classes: list[str]) -> dict[str
     A class absent from both the ground truth and the predictions has no IoU (``nan``) and is
     left out of the means.
     """
-    counts = matrix.double()
-    true_positive = counts.diag()
+    counts = matrix.double().cpu().numpy()
+    iou, dice = per_class_iou(counts), per_class_dice(counts)
     ground_truth = counts.sum(1)
-    predicted = counts.sum(0)
-    union = ground_truth + predicted - true_positive
-    nan = torch.tensor(float("nan"), dtype=torch.float64)
-    iou = torch.where(union > 0, true_positive / union.clamp_min(1), nan)
-    dice_denominator = ground_truth + predicted
-    dice = torch.where(dice_denominator > 0, 2 * true_positive / dice_denominator.clamp_min(1), nan)
     total = counts.sum()
     present = ground_truth > 0
-    rarest = int(torch.where(present, ground_truth, torch.inf).argmin())
+    rarest = int(np.where(present, ground_truth, np.inf).argmin())
     return {
-        "miou": float(iou.nanmean()),
-        "mean_dice": float(dice.nanmean()),
-        "miou_foreground": float(iou[1:].nanmean()) if len(classes) > 1 else float("nan"),
-        "pixel_accuracy": float(true_positive.sum() / total) if total > 0 else float("nan"),
+        "miou": float(class_mean(iou)),
+        "mean_dice": float(class_mean(dice)),
+        "miou_foreground": float(class_mean(iou[1:])) if len(classes) > 1 else float("nan"),
+        "pixel_accuracy": float(np.trace(counts) / total) if total > 0 else float("nan"),
         "rarest_class": classes[rarest],
         "rarest_class_iou": float(iou[rarest]),
         "per_class_iou": {name: float(v) for name, v in zip(classes, iou, strict=True)},
