@@ -342,8 +342,8 @@ def test_compare_runs_the_grid_and_skips_finished_runs(tmp_path, capsys):
         rows = list(csv.DictReader(handle))
     assert [(r["loss"], r["seed"]) for r in rows] == [("ce", "0"), ("focal", "0")]
     summary = (out / "summary.md").read_text()
-    assert "| resnet18 | focal |" in summary and "**" in summary
-    assert (out / "summary.png").is_file()
+    assert "| `focal` | 1 |" in summary and "**Answer:** One seed cannot tell" in summary
+    assert (out / "summary.png").is_file() and (out / "summary.json").is_file()
     assert main(args) == 0
     assert capsys.readouterr().out.count("skipped") == 2
 

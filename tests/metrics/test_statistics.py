@@ -283,8 +283,12 @@ def test_read_outcome_from_kept_results(tmp_path):
     segmentation.mkdir(parents=True)
     np.savez(segmentation / "test_confusion.npz", ids=np.array(["t1"]), confusion=np.eye(2)[None])
     assert read_outcome(tmp_path / "seg", ["a", "b"]).items == ("t1",)
-    with pytest.raises(FileNotFoundError, match="no per-item test outcome"):
-        read_outcome(tmp_path / "nothing", ["a"])
+    assert read_outcome(tmp_path / "nothing", ["a"]) is None
+    (tmp_path / "multilabel").mkdir()
+    (tmp_path / "multilabel" / "test.csv").write_text(
+        "id,true_a,true_b,prob_a,prob_b\nx,1,0,.9,.2\n"
+    )
+    assert read_outcome(tmp_path / "multilabel", ["a", "b"]) is None
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "test.csv").write_text("id,truth\na,no\n")
     with pytest.raises(ValueError, match="missing column"):

@@ -78,7 +78,9 @@ def command_predict(args: argparse.Namespace) -> int:
 def command_compare(args: argparse.Namespace) -> int:
     from torch_imbalance.engine.compare import compare
 
-    base = explicit_settings(args, skip=("losses", "seeds", "models"))
+    base = explicit_settings(
+        args, skip=("losses", "seeds", "models", "race", "max_seeds", "time_budget", "keep")
+    )
     out = Path(base.pop("out", "runs/compare"))
     compare(
         base,
@@ -86,6 +88,10 @@ def command_compare(args: argparse.Namespace) -> int:
         seeds=[int(v) for v in args.seeds.split(",") if v],
         models=[v for v in args.models.split(",") if v] if args.models else None,
         out=out,
+        keep=Path(args.keep) if args.keep else None,
+        race=args.race,
+        max_seeds=args.max_seeds,
+        time_budget=None if args.time_budget is None else 60 * args.time_budget,
     )
     return 0
 
@@ -234,15 +240,38 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser(
         "compare",
         help="a grid of losses × seeds (× models), then a summary",
-        description="Train every loss × seed (× model) one after another (finished runs are "
-        "skipped, so a killed comparison resumes), then write results.csv, summary.md and "
-        "summary.png.",
+        description="Train every loss × seed (× model), seed by seed (finished runs are skipped, "
+        "so a killed comparison resumes), then compare each loss with ce and with the leader "
+        "(per-seed differences, seed-aware intervals, Holm) and answer which loss to use: "
+        "results.csv, summary.md, summary.json and summary.png.",
     )
     compare.add_argument(
-        "--losses", default="ce,focal,ldam_drw,lmf", help="comma-separated registry names"
+        "--losses",
+        default="ce,focal,ldam_drw,lmf",
+        help="comma-separated registry names; LABEL=LOSS:KEY=VALUE:... for a loss with "
+        "overrides under its own label (e.g. strong=focal:gamma=3)",
     )
     compare.add_argument("--seeds", default="0", help="comma-separated seeds")
     compare.add_argument("--models", default=None, help="comma-separated timm names")
+    compare.add_argument(
+        "--race",
+        action="store_true",
+        help="after --seeds, add a seed at a time only to the losses still in contention (a "
+        "loss significantly behind the leader, Holm-adjusted, stops), until one is left, "
+        "--max-seeds or --time-budget",
+    )
+    compare.add_argument(
+        "--max-seeds", type=int, default=None, help="the race's most seeds (default: 5 more)"
+    )
+    compare.add_argument(
+        "--time-budget", type=float, default=None, help="the race's minutes (no new round after)"
+    )
+    compare.add_argument(
+        "--keep",
+        default=None,
+        help="also copy each run's small results (no checkpoints) to KEEP/<loss>/seed-<k>; "
+        "runs kept there count as done",
+    )
     add_run_options(compare, exclude=("loss", "seed"))
     compare.set_defaults(handler=command_compare)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import matplotlib
@@ -112,65 +113,67 @@ def training_curves_plot(series: dict[str, list[tuple[int, float]]], path: Path)
     plt.close(fig)
 
 
-def comparison_plot(
-    values: dict[str, dict[str, list[float]]], metrics: list[str], path: Path
-) -> list[tuple[float, float]]:
-    """Each seed's value as a point, the mean as a bar across them and its 95 % t-interval
-    (two or more seeds), per loss, one panel per metric, on an axis fitted to the data (so
-    differences of a point or two show).
+def summary_plot(rows: list[dict], metric: str, baseline: str, path: Path) -> tuple:
+    """A comparison at a glance. Left: each seed's test value per loss (points) with the mean
+    and its ±std, on an axis fitted to the data (so differences of a point or two show).
+    Right: each loss's paired difference to the baseline in points: the per-seed differences
+    (points), their mean (diamond) and the seed-aware interval at its Holm level (bar), coloured
+    by the verdict.
 
     Args:
-        values: ``{loss: {metric: [value per seed]}}``.
-        metrics: the metrics to draw, one panel each.
+        rows: per loss: ``label``, ``values`` (per seed), ``per_seed`` Δ, ``mean`` Δ,
+            ``interval`` (or None for the baseline) and ``verdict``.
+        metric: the metric's name.
+        baseline: the reference loss's name.
         path: the PNG to write.
 
     Returns:
-        Each panel's y-axis limits.
+        The left panel's y-axis limits.
     """
-    from scipy import stats
-
-    labels = list(values)
-    fig, axes = plt.subplots(
-        1,
-        len(metrics),
-        figsize=(max(4.0, 0.55 * len(labels) + 1.5) * len(metrics), 3.8),
-        squeeze=False,
+    colours = {"better": "tab:green", "worse": "tab:red", "cannot tell": "tab:gray"}
+    labels = [r["label"] for r in rows]
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(max(4.5, 0.5 * len(labels) + 2) + 5.0, 0.35 * len(labels) + 3.2)
     )
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        everything = []
-        for x, label in enumerate(labels):
-            points = np.asarray(values[label].get(metric, []), dtype=float)
-            points = points[np.isfinite(points)]
-            if points.size == 0:
-                continue
-            offsets = np.linspace(-0.15, 0.15, points.size) if points.size > 1 else np.zeros(1)
-            ax.plot(x + offsets, points, "o", color="tab:blue", alpha=0.6, markersize=4)
-            mean = float(points.mean())
-            low = high = mean
-            if points.size > 1:
-                half = stats.t.ppf(0.975, points.size - 1) * stats.sem(points)
-                low, high = mean - half, mean + half
-                ax.errorbar(
-                    x,
-                    mean,
-                    yerr=[[mean - low], [high - mean]],
-                    color="black",
-                    capsize=4,
-                    linewidth=1,
-                )
-            ax.plot([x - 0.25, x + 0.25], [mean, mean], color="black", linewidth=2)
-            everything += [*points.tolist(), low, high]
-        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-        ax.set_title(metric)
-        if everything:
-            bottom, top = min(everything), max(everything)
-            pad = max(0.1 * (top - bottom), 0.005)
-            ax.set_ylim(bottom - pad, top + pad)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("points: seeds · bar: mean · whiskers: 95 % t-interval", fontsize=9)
+    everything: list[float] = []
+    for x, row in enumerate(rows):
+        points = np.asarray(row["values"], dtype=float)
+        points = points[np.isfinite(points)]
+        if points.size == 0:
+            continue
+        offsets = np.linspace(-0.15, 0.15, points.size) if points.size > 1 else np.zeros(1)
+        left.plot(x + offsets, points, "o", color="tab:blue", alpha=0.6, markersize=4)
+        mean = float(points.mean())
+        spread = float(points.std(ddof=1)) if points.size > 1 else 0.0
+        left.errorbar(x, mean, yerr=spread, fmt="D", color="black", capsize=4, markersize=4)
+        everything += [*points.tolist(), mean - spread, mean + spread]
+    left.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    left.set_title(f"test {metric}: seeds (points), mean ± std", fontsize=9)
+    if everything:
+        bottom, top = min(everything), max(everything)
+        pad = max(0.1 * (top - bottom), 0.005)
+        left.set_ylim(bottom - pad, top + pad)
+    left.grid(axis="y", alpha=0.3)
+    for y, row in enumerate(rows):
+        if row["interval"] is None:
+            continue
+        colour = colours.get(row["verdict"], "tab:gray")
+        low, high = (100 * v for v in row["interval"])
+        if math.isfinite(low) and math.isfinite(high):
+            right.plot([low, high], [y, y], color=colour, linewidth=3, alpha=0.7)
+        right.plot([100 * v for v in row["per_seed"]], [y] * len(row["per_seed"]), "o",
+                   color="tab:blue", alpha=0.6, markersize=4)  # fmt: skip
+        right.plot(100 * row["mean"], y, "D", color="black", markersize=5)
+    right.axvline(0, color="black", linewidth=0.8)
+    right.set_yticks(range(len(labels)), labels)
+    right.invert_yaxis()
+    right.set_xlabel(f"Δ {metric} vs {baseline} (points)")
+    right.set_title("per seed (points), mean (◆), interval (bar: green better, red worse, "
+                    "grey cannot tell)", fontsize=8)  # fmt: skip
+    right.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    limits = [tuple(map(float, ax.get_ylim())) for ax in axes[0]]
+    limits = tuple(map(float, left.get_ylim()))
     plt.close(fig)
     return limits
 

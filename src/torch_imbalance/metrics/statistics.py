@@ -98,10 +98,11 @@ class RunOutcome:
         return self.confusion.sum(0)
 
 
-def read_outcome(folder: Path, classes: list[str]) -> RunOutcome:
+def read_outcome(folder: Path, classes: list[str]) -> RunOutcome | None:
     """A finished run's test outcome from its folder: ``test.csv`` (classification: id, label,
     predicted, ...) or ``test_confusion.npz`` (segmentation), in the folder itself (kept results)
-    or in its ``predictions/`` (a run folder)."""
+    or in its ``predictions/`` (a run folder). ``None`` where there is none of one label per
+    item: no such file, or a multi-label run's ``test.csv`` (``true_<class>`` columns)."""
     for base in (folder, folder / "predictions"):
         if (base / "test_confusion.npz").is_file():
             data = np.load(base / "test_confusion.npz")
@@ -109,20 +110,20 @@ def read_outcome(folder: Path, classes: list[str]) -> RunOutcome:
         if (base / "test.csv").is_file():
             with open(base / "test.csv", newline="") as handle:
                 rows = list(csv.DictReader(handle))
-            index = {name: i for i, name in enumerate(classes)}
-            missing = {"id", "label", "predicted"} - set(rows[0] if rows else {})
+            header = set(rows[0]) if rows else set()
+            if any(name.startswith("true_") for name in header):
+                return None
+            missing = {"id", "label", "predicted"} - header
             if missing:
                 raise ValueError(f"{base / 'test.csv'}: missing column(s) {sorted(missing)}")
+            index = {name: i for i, name in enumerate(classes)}
             return RunOutcome.from_labels(
                 [r["id"] for r in rows],
                 [index[r["label"]] for r in rows],
                 [index[r["predicted"]] for r in rows],
                 len(classes),
             )
-    raise FileNotFoundError(
-        f"{folder}: no per-item test outcome (test.csv or test_confusion.npz, in the folder or "
-        "its predictions/); multi-label runs have none"
-    )
+    return None
 
 
 def read_run_metrics(folder: Path) -> dict:
@@ -383,6 +384,30 @@ def paired_difference(
         shared,
         min((len(items) for items in shared_weights), default=0),
     )
+
+
+def paired_values(
+    arm: Mapping[int, float],
+    reference: Mapping[int, float] | None,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> PairedDifference:
+    """:func:`paired_difference` from one number per run, where no per-item outcome exists
+    (multi-label runs): the bootstrap resamples seeds only.
+
+    Example:
+        >>> found = paired_values({0: 0.71, 1: 0.74, 2: 0.70}, {0: 0.69, 1: 0.70, 2: 0.70})
+        >>> [round(v, 2) for v in found.per_seed], round(found.mean, 3)
+        ([0.02, 0.04, 0.0], 0.02)
+    """
+    seeds = sorted(set(arm) & set(reference)) if reference is not None else sorted(arm)
+    if not seeds:
+        raise ValueError("no seed in common between the two arms")
+    per_seed = np.array(
+        [arm[s] - (reference[s] if reference is not None else 0.0) for s in seeds], dtype=float
+    )
+    drawn = np.random.default_rng(seed).integers(0, len(seeds), size=(resamples, len(seeds)))
+    return PairedDifference(tuple(seeds), tuple(per_seed.tolist()), per_seed[drawn].mean(1))
 
 
 def _item_weights(rng: np.random.Generator, items: int, rows: int) -> np.ndarray:
