@@ -12,19 +12,47 @@ from torch import nn
 from torch_imbalance.data import DatasetBundle
 
 
-def target_layer(model: nn.Module) -> nn.Module:
-    """The last feature stage of a timm backbone (``feature_info``), else its last conv."""
+#: Grad-CAM maps coarser than this many cells a side show bands, not lesions.
+MIN_CELLS = 7
+
+
+def target_layer(model: nn.Module, image_size: int | None = None) -> nn.Module:
+    """The deepest feature stage of a timm backbone (``feature_info``) whose map has at least
+    :data:`MIN_CELLS` cells a side at ``image_size`` (the last stage when ``image_size`` is
+    None or no stage is that fine), else the backbone's last conv.
+
+    At 64×64 an EfficientNet's last stage (stride 32) gives 2×2 cells; its stride-8 stage
+    (``blocks.2``) gives 8×8.
+    """
     backbone = getattr(model, "backbone", model)
     info = getattr(backbone, "feature_info", None)
     if info is not None:
         try:
-            return backbone.get_submodule(info[-1]["module"])
+            stages = list(info)
+            chosen = stages[-1]
+            if image_size is not None:
+                fine = [s for s in stages if image_size // s["reduction"] >= MIN_CELLS]
+                chosen = fine[-1] if fine else chosen
+            return backbone.get_submodule(chosen["module"])
         except (AttributeError, KeyError, IndexError, TypeError):
             pass
     convolutions = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
     if not convolutions:
         raise ValueError("Grad-CAM needs a convolutional backbone; found no Conv2d layer")
     return convolutions[-1]
+
+
+def layer_note(model: nn.Module, image_size: int) -> str:
+    """``Grad-CAM at blocks.2 (8×8 cells)``: which layer the maps come from, and how fine."""
+    backbone = getattr(model, "backbone", model)
+    layer = target_layer(model, image_size)
+    name = next((n for n, m in backbone.named_modules() if m is layer), "the last conv")
+    cells = next(
+        (image_size // s["reduction"] for s in getattr(backbone, "feature_info", []) or []
+         if s.get("module") == name),
+        None,
+    )  # fmt: skip
+    return f"Grad-CAM at {name}" + (f" ({cells}×{cells} cells)" if cells else "")
 
 
 def choose_images(labels: np.ndarray, count: int) -> list[int]:
@@ -47,7 +75,8 @@ def attention_maps(
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     model = module.model.eval()
-    with GradCAM(model=model, target_layers=[target_layer(model)]) as cam:
+    layer = target_layer(model, images.shape[-1])
+    with GradCAM(model=model, target_layers=[layer]) as cam:
         maps = cam(images, targets=[ClassifierOutputTarget(c) for c in labels])
     with torch.no_grad():
         probabilities = module.probabilities(model(images))
@@ -112,6 +141,10 @@ def gradcam_figure(
             )
     for ax in axes.flat:
         ax.axis("off")
+    fig.suptitle(
+        f"{layer_note(modules[0][1].model, image_size)} at {image_size}×{image_size} input",
+        fontsize=8,
+    )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=130)
