@@ -164,3 +164,44 @@ def kill_after_epoch(monkeypatch, epoch: int) -> None:
         return trainer
 
     monkeypatch.setattr(run_module, "build_trainer", build_and_kill)
+
+
+def write_classification_run(
+    folder: Path, seed: int, accuracy: float, loss: str, counts: dict[str, int], items: int = 300
+) -> Path:
+    """A finished classification run as ``compare`` keeps it: ``metrics.json`` and ``test.csv``,
+    each test item right with probability ``accuracy`` (its items drawn by the seed, as a seed's
+    split), ``counts`` the training images per class."""
+    import json
+
+    classes = list(counts)
+    rng = np.random.default_rng([seed, int(1000 * accuracy), len(loss)])
+    labels = np.random.default_rng(seed).integers(0, len(classes), items)
+    predicted = np.where(rng.random(items) < accuracy, labels, (labels + 1) % len(classes))
+    folder.mkdir(parents=True)
+    write_csv(
+        folder / "test.csv",
+        ["id", "label", "predicted"],
+        [
+            [f"s{seed}-{i}", classes[t], classes[p]]
+            for i, (t, p) in enumerate(zip(labels, predicted, strict=True))
+        ],
+    )
+    f1 = [
+        2
+        * np.sum((labels == c) & (predicted == c))
+        / max(1, np.sum(labels == c) + np.sum(predicted == c))
+        for c in range(len(classes))
+    ]
+    metrics = {
+        "config": {"task": "classification", "loss": loss, "seed": seed},
+        "dataset": {"classes": classes, "counts": {"train": counts}},
+        "test": {
+            "macro_f1": float(np.mean(f1)),
+            "accuracy": float(np.mean(labels == predicted)),
+            "per_class": {name: {"f1": float(v)} for name, v in zip(classes, f1, strict=True)},
+        },
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "curves.csv").write_text("epoch,val/macro_f1\n0,0.6\n1,0.7\n")
+    return folder

@@ -3,12 +3,11 @@ sentence, and the race of ``compare`` end to end."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
+from harness_helpers import write_classification_run
 
 from torch_imbalance.engine.analysis import (
     BETTER,
@@ -23,33 +22,7 @@ COUNTS = {"a": 400, "b": 60, "c": 9}  # head, medium, tail
 
 
 def write_run(folder: Path, seed: int, accuracy: float, loss: str) -> Path:
-    """A finished classification run: metrics.json and test.csv, each item right with
-    probability ``accuracy`` (the split, and so the items, drawn by the seed)."""
-    rng = np.random.default_rng([seed, int(1000 * accuracy), len(loss)])
-    split = np.random.default_rng(seed)
-    labels = split.integers(0, 3, 300)
-    predicted = np.where(rng.random(300) < accuracy, labels, (labels + 1) % 3)
-    folder.mkdir(parents=True)
-    with open(folder / "test.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "label", "predicted"])
-        for i, (t, p) in enumerate(zip(labels, predicted, strict=True)):
-            writer.writerow([f"s{seed}-{i}", CLASSES[t], CLASSES[p]])
-    f1 = []
-    for c in range(3):
-        tp = np.sum((labels == c) & (predicted == c))
-        f1.append(2 * tp / (np.sum(labels == c) + np.sum(predicted == c)))
-    metrics = {
-        "config": {"task": "classification", "loss": loss, "seed": seed},
-        "dataset": {"classes": CLASSES, "counts": {"train": COUNTS}},
-        "test": {
-            "macro_f1": float(np.mean(f1)),
-            "accuracy": float(np.mean(labels == predicted)),
-            "per_class": {name: {"f1": float(v)} for name, v in zip(CLASSES, f1, strict=True)},
-        },
-    }
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    return folder
+    return write_classification_run(folder, seed, accuracy, loss, COUNTS)
 
 
 def grid(tmp_path, accuracies: dict[str, list[float]]) -> dict[str, dict[int, Path]]:

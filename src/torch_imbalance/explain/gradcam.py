@@ -11,7 +11,6 @@ from torch import nn
 
 from torch_imbalance.data import DatasetBundle
 
-
 #: Grad-CAM maps coarser than this many cells a side show bands, not lesions.
 MIN_CELLS = 7
 
