@@ -114,9 +114,7 @@ def compare(
         if race:
             analyses = {m: analyse_runs(out, keep, m, arms, done) for m in models}
             contenders = [  # a loss once dropped stays dropped
-                a
-                for a in round_arms
-                if all(a.label in an.contenders() for an in analyses.values())
+                a for a in round_arms if all(a.label in an.contenders() for an in analyses.values())
             ]
             budget_left = time_budget is None or time.perf_counter() - started < time_budget
             limit = max_seeds if max_seeds is not None else len(seeds) + 5
