@@ -85,3 +85,13 @@ def test_samplers_are_epoch_seeded_and_balanced():
         build_sampler("smote", labels, 0)
     with pytest.raises(ValueError, match="single-label"):
         build_sampler("oversample", np.zeros((4, 2)), 0)
+
+
+def test_val_keep_fraction_scales_the_validation_split():
+    full = load_dataset("digits-lt", seed=0)
+    kept = load_dataset("digits-lt", seed=0, train_fraction=0.5, val_keep_fraction=0.5)
+    assert set(kept.val.ids) < set(full.val.ids)
+    assert kept.val.counts(10) == [max(1, round(n * 0.5)) for n in full.val.counts(10)]
+    assert "validation" in kept.notes
+    with pytest.raises(DatasetError, match=r"val_keep_fraction must lie in \(0, 1\]"):
+        load_dataset("digits-lt", val_keep_fraction=0)

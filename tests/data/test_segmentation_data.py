@@ -86,3 +86,34 @@ def test_builtin_segmentation_datasets_match_the_spec(name, sizes, fractions):
         assert len(bundle.train) + len(bundle.val) + len(bundle.test) == 144
     totals = np.sum([list(v.values()) for v in bundle.summary().values()], axis=0)
     assert (totals / totals.sum()) == pytest.approx(fractions, abs=0.002)
+
+
+@pytest.mark.parametrize(("name", "positions"), [("dsb2018-nuclei", 8), ("mni152-tissue", 144)])
+def test_rotating_folds_test_every_position_once_over_the_seeds(name, positions):
+    if not is_installed(name):
+        pytest.skip(f"{name}'s package is not installed")
+    tested = []
+    for seed in range(5):
+        bundle = load_dataset(name, seed=seed, folds=5)
+        parts = [set(bundle.train.ids), set(bundle.val.ids), set(bundle.test.ids)]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        tested += bundle.test.ids
+        # the validation fold is the next seed's test fold
+        assert set(bundle.val.ids) == set(load_dataset(name, seed=seed + 1, folds=5).test.ids)
+    everything = len(load_dataset(name).train) + len(load_dataset(name).val)
+    everything += len(load_dataset(name).test)
+    assert sorted(tested) == sorted(set(tested)) and len(tested) == everything
+    assert (
+        load_dataset(name, seed=5, folds=5).test.ids == load_dataset(name, seed=0, folds=5).test.ids
+    )
+
+
+def test_rotating_folds_are_contiguous_blocks_and_checked():
+    from torch_imbalance.data.builtin import rotating_folds
+
+    assert rotating_folds(8, 5, 0) == ["test"] * 2 + ["val"] * 2 + ["train"] * 4
+    assert rotating_folds(8, 5, 3) == ["train"] * 6 + ["test", "val"]
+    with pytest.raises(DatasetError, match=r"folds must lie in \[3, 8\]"):
+        rotating_folds(8, 9, 0)
+    with pytest.raises(DatasetError, match=r"does not take option\(s\) \['folds'\]"):
+        load_dataset("digits-lt", folds=5)
