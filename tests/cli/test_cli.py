@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -346,6 +347,27 @@ def test_compare_runs_the_grid_and_skips_finished_runs(tmp_path, capsys):
     assert (out / "summary.png").is_file() and (out / "summary.json").is_file()
     assert main(args) == 0
     assert capsys.readouterr().out.count("skipped") == 2
+
+
+def test_compare_keeps_small_results_and_skips_runs_kept_there(tmp_path, capsys):
+    out, kept = tmp_path / "cmp", tmp_path / "kept"
+    args = ["compare", "--dataset", "digits-lt", "--losses", "ce,strong=focal:gamma=3",
+            "--seeds", "0", "--epochs", "1", "--out", str(out), "--keep", str(kept), *FAST]  # fmt: skip
+    assert main(args) == 0
+    assert sorted(p.name for p in (kept / "strong" / "seed-0").iterdir()) == [
+        "curves.csv",
+        "metrics.json",
+        "test.csv",
+    ]
+    config = json.loads((kept / "strong" / "seed-0" / "metrics.json").read_text())["config"]
+    assert (config["loss"], config["loss_params"]) == ("focal", {"gamma": 3})
+    shutil.rmtree(out)  # a fresh checkout: only the kept results are left
+    capsys.readouterr()
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("done before, skipped") == 2 and "| `strong` | 1 |" in printed
+    assert main(["compare", "--losses", "ce,focal", "--race", "--seeds", "0", *FAST]) == 2
+    assert "--race needs at least two losses and two starting seeds" in capsys.readouterr().err
 
 
 def test_datasets_command_lists_the_builtin_datasets(capsys):

@@ -140,7 +140,16 @@ def compare(
     first = analyses[models[0]]
     summary_plot(plot_rows(first), first.metric, first.baseline, out / "summary.png")
     task.comparison_figures(
-        {a.label: run_folder(out, models[0], a.label, seeds[0]) for a in arms}, out
+        {
+            a.label: folder
+            for a in arms
+            for folder in (
+                run_folder(out, models[0], a.label, seeds[0]),
+                *([keep / a.label / f"seed-{seeds[0]}"] if keep is not None else []),
+            )
+            if (folder / "metrics.json").is_file()
+        },
+        out,
     )
     print(report)  # plain Markdown, unwrapped, to paste as is
     console.print(

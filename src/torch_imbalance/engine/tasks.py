@@ -539,11 +539,18 @@ class SegmentationTask(Task):
         (folder / "report.md").write_text(segmentation_report(title, metrics, figures, notes))
 
     def comparison_figures(self, folders: dict[str, Path], out: Path) -> list[str]:
-        """The same test tiles under each loss (``summary_overlays.png``)."""
+        """The same test tiles under each loss (``summary_overlays.png``), from the losses
+        whose folder holds its overlay tiles."""
         from torch_imbalance.metrics.plots import overlay_plot
 
-        tiles = {loss: np.load(folder / "overlay_tiles.npz") for loss, folder in folders.items()}
-        first_loss = next(iter(folders))
+        tiles = {
+            loss: np.load(folder / "overlay_tiles.npz")
+            for loss, folder in folders.items()
+            if (folder / "overlay_tiles.npz").is_file()
+        }
+        if not tiles:
+            return []
+        first_loss = next(iter(tiles))
         first = tiles[first_loss]
         metrics = json.loads((folders[first_loss] / "metrics.json").read_text())
         overlay_plot(
