@@ -135,3 +135,13 @@ def test_declared_choices_match_their_owners():
     assert config_module.TASKS == tuple(TASKS)
     assert config_module.SAMPLERS == samplers.SAMPLERS
     assert {TASKS[name].default_model for name in TASKS} == {"resnet18", "Unet"}
+
+
+def test_losses_split_outside_brackets():
+    from torch_imbalance.cli.main import split_losses
+
+    assert split_losses("ce, focal,w=ce:weight=[1,0.5,2]:gamma=1,") == [
+        "ce",
+        "focal",
+        "w=ce:weight=[1,0.5,2]:gamma=1",
+    ]

@@ -114,12 +114,12 @@ def test_nothing_finished_is_an_error(tmp_path):
 
 @pytest.mark.slow
 def test_race_stops_adding_seeds_to_a_clearly_worse_loss(tmp_path):
-    """End to end: ``skewed`` (inverse-frequency weights to the 6th power: it predicts the
-    rarest classes) falls clearly behind after the first three seeds and gets no fourth."""
+    """End to end: ``skewed`` (class 0 weighted 10,000 times the others: it predicts class 0)
+    falls clearly behind after the first three seeds and gets no fourth."""
     from torch_imbalance.cli.main import main
 
     out = tmp_path / "race"
-    args = ["compare", "--dataset", "digits-lt", "--losses", "ce,focal,skewed=weighted_ce:power=6",
+    args = ["compare", "--dataset", "digits-lt", "--losses", "ce,focal,skewed=ce:weight=[1" + ",0.0001" * 9 + "]",
             "--seeds", "0,1,2", "--race", "--max-seeds", "4", "--epochs", "3", "--model",
             "test_resnet", "--image-size", "16", "--batch-size", "16", "--lr", "0.003",
             "--no-progress", "--out", str(out)]  # fmt: skip

@@ -52,9 +52,7 @@ def test_a_learnable_gamma_gets_its_own_learning_rate_and_no_weight_decay():
     model_group, loss_group = optimizer.param_groups
     assert (model_group["lr"], model_group["weight_decay"]) == (1e-3, 0.01)
     assert (loss_group["lr"], loss_group["weight_decay"]) == (0.05, 0.0)
-    assert all(
-        p is q for p, q in zip(loss_group["params"], module.loss.parameters(), strict=True)
-    )
+    assert all(p is q for p, q in zip(loss_group["params"], module.loss.parameters(), strict=True))
     # no parameters in the loss: one group
     plain = ImbalanceModule(
         resolve_config({"model": "test_resnet"}).to_dict(), ["a", "b"], [9, 1], 1

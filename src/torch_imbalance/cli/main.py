@@ -84,7 +84,7 @@ def command_compare(args: argparse.Namespace) -> int:
     out = Path(base.pop("out", "runs/compare"))
     compare(
         base,
-        losses=[v for v in args.losses.split(",") if v],
+        losses=split_losses(args.losses),
         seeds=[int(v) for v in args.seeds.split(",") if v],
         models=[v for v in args.models.split(",") if v] if args.models else None,
         out=out,
@@ -94,6 +94,20 @@ def command_compare(args: argparse.Namespace) -> int:
         time_budget=None if args.time_budget is None else 60 * args.time_budget,
     )
     return 0
+
+
+def split_losses(text: str) -> list[str]:
+    """``--losses``: split at the commas outside brackets, so that an arm's list value stays
+    whole (``ce,head=ce:weight=[1,0.1]`` -> ``["ce", "head=ce:weight=[1,0.1]"]``)."""
+    parts, depth, current = [], 0, ""
+    for character in text:
+        depth += {"[": 1, "]": -1}.get(character, 0)
+        if character == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += character
+    return [part.strip() for part in [*parts, current] if part.strip()]
 
 
 def command_gradcam(args: argparse.Namespace) -> int:
