@@ -88,6 +88,12 @@ def test_train_on_digits_lt_writes_the_run_folder(tmp_path, capsys):
     assert val_accuracy == pytest.approx(metrics["val"]["accuracy"], abs=1e-6)
     report = (out / "report.md").read_text()
     assert "## Most confident mistakes (test)" in report
+    # digits-lt (ratio 100) has classes in all three groups of its training split
+    from torch_imbalance.metrics.classification import frequency_group_f1
+
+    groups = frequency_group_f1(metrics["test"]["per_class"], metrics["dataset"]["counts"]["train"])
+    assert list(groups) == ["head", "medium", "tail"]
+    assert f"{groups['tail']:.4f} |" in report and "## F1 by training frequency" in report
     mistakes = [r for r in rows if r["label"] != r["predicted"]]
     worst = max(mistakes, key=lambda r: float(r[f"prob_{r['predicted']}"]))
     assert f"`{worst['id']}`" in report  # the single most confident error is listed

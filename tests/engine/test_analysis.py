@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 from harness_helpers import write_classification_run
 
-from torch_imbalance.engine.analysis import (
-    BETTER,
-    UNCLEAR,
-    WORSE,
-    analyse,
-    frequency_groups,
-)
+from torch_imbalance.engine.analysis import BETTER, UNCLEAR, WORSE, analyse
+from torch_imbalance.metrics.classification import frequency_groups
 
 CLASSES = ["a", "b", "c"]
 COUNTS = {"a": 400, "b": 60, "c": 9}  # head, medium, tail

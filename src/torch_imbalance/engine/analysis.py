@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from torch_imbalance.metrics.classification import frequency_group_f1, frequency_groups
 from torch_imbalance.metrics.statistics import (
     Metric,
     PairedDifference,
@@ -35,9 +36,6 @@ from torch_imbalance.metrics.statistics import (
 
 BASELINE = "ce"
 ALPHA = 0.05
-#: Classes by training images, as the long-tailed literature splits them (many / medium /
-#: few-shot): more than 100, 20 to 100, fewer than 20.
-FREQUENCY_GROUPS = (("head", 101, math.inf), ("medium", 20, 100), ("tail", 0, 19))
 #: Verdicts of a loss against the baseline or the leader.
 BETTER, WORSE, UNCLEAR = "better", "worse", "cannot tell"
 #: Δ metrics with the statistics, primary first, by task.
@@ -82,22 +80,6 @@ def training_counts(arm: ArmResults) -> dict[str, float]:
     """Each class's training images (or pixels), averaged over the arm's seeds."""
     runs = [m["dataset"]["counts"]["train"] for m in arm.metrics.values()]
     return {name: float(np.mean([r[name] for r in runs])) for name in runs[0]}
-
-
-def frequency_groups(counts: Mapping[str, float]) -> dict[str, list[int]]:
-    """Class indices by training count: ``head`` (> 100), ``medium`` (20-100), ``tail``
-    (< 20); empty groups left out.
-
-    Example:
-        >>> frequency_groups({"a": 1055, "b": 74, "c": 8})
-        {'head': [0], 'medium': [1], 'tail': [2]}
-    """
-    groups: dict[str, list[int]] = {}
-    for index, count in enumerate(counts.values()):
-        for name, low, high in FREQUENCY_GROUPS:
-            if low <= round(count) <= high:
-                groups.setdefault(name, []).append(index)
-    return {name: groups[name] for name, _, _ in FREQUENCY_GROUPS if name in groups}
 
 
 def metric_function(name: str, reference: ArmResults) -> Metric:
@@ -225,14 +207,11 @@ class Analysis:
     def group_means(self, label: str) -> dict[str, float]:
         """Mean over seeds of the F1 of each frequency group's classes."""
         arm = self.arms[label]
-        out = {}
-        for name, indices in self.groups.items():
-            values = [
-                float(np.mean([m["test"]["per_class"][c]["f1"] for c in _names(m, indices)]))
-                for m in arm.metrics.values()
-            ]
-            out[name] = float(np.mean(values))
-        return out
+        counts = training_counts(self.arms[self.baseline])
+        per_seed = [
+            frequency_group_f1(m["test"]["per_class"], counts) for m in arm.metrics.values()
+        ]
+        return {name: float(np.mean([g[name] for g in per_seed])) for name in self.groups}
 
     def sentence(self) -> str:
         """The answer in one plain sentence (or two)."""
@@ -330,11 +309,6 @@ class Analysis:
                 label: self.group_means(label) for label in self.arms if self.groups
             },
         }
-
-
-def _names(metrics: dict[str, Any], indices: list[int]) -> list[str]:
-    classes = metrics["dataset"]["classes"]
-    return [classes[i] for i in indices]
 
 
 def _join(items: list[str]) -> str:

@@ -365,7 +365,10 @@ class ClassificationTask(Task):
         figures += training_curves(folder)
         split = [s for s in ("val", "test") if s in metrics][-1]
         mistakes = folder / PREDICTIONS / f"{split}.csv" if self.labels == "multiclass" else None
-        (folder / "report.md").write_text(run_report(title, metrics, notes, figures, mistakes))
+        counts = (dataset or {}).get("counts", {}).get("train")
+        (folder / "report.md").write_text(
+            run_report(title, metrics, notes, figures, mistakes, counts)
+        )
 
     def run_notes(self, metrics: dict[str, Any]) -> dict[str, str]:
         return {

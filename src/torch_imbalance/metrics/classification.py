@@ -11,6 +11,8 @@ precision 0 (as scikit-learn's ``zero_division=0``).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -32,6 +34,9 @@ from torchmetrics.classification import (
 )
 
 PRIMARY_METRIC = "macro_f1"
+#: Classes by training images, as the long-tailed literature splits them (many / medium /
+#: few-shot): more than 100, 20 to 100, fewer than 20.
+FREQUENCY_GROUPS = (("head", 101, math.inf), ("medium", 20, 100), ("tail", 0, 19))
 
 
 def build_classification_metrics(num_classes: int, task: str = "multiclass") -> MetricCollection:
@@ -103,3 +108,35 @@ def summarise_classification(computed: dict[str, torch.Tensor], classes: list[st
         for i, name in enumerate(classes)
     }
     return out
+
+
+def frequency_groups(counts: Mapping[str, float]) -> dict[str, list[int]]:
+    """Class indices by training count: ``head`` (> 100), ``medium`` (20-100), ``tail``
+    (< 20); empty groups left out.
+
+    Example:
+        >>> frequency_groups({"a": 1055, "b": 74, "c": 8})
+        {'head': [0], 'medium': [1], 'tail': [2]}
+    """
+    groups: dict[str, list[int]] = {}
+    for index, count in enumerate(counts.values()):
+        for name, low, high in FREQUENCY_GROUPS:
+            if low <= round(count) <= high:
+                groups.setdefault(name, []).append(index)
+    return {name: groups[name] for name, _, _ in FREQUENCY_GROUPS if name in groups}
+
+
+def frequency_group_f1(
+    per_class: Mapping[str, Mapping[str, float]], counts: Mapping[str, float]
+) -> dict[str, float]:
+    """The mean F1 of each :func:`frequency_groups` group, from a summary's ``per_class``.
+
+    Example:
+        >>> frequency_group_f1({"a": {"f1": 0.9}, "b": {"f1": 0.5}}, {"a": 500, "b": 12})
+        {'head': 0.9, 'tail': 0.5}
+    """
+    names = list(counts)
+    return {
+        group: sum(per_class[names[i]]["f1"] for i in members) / len(members)
+        for group, members in frequency_groups(counts).items()
+    }

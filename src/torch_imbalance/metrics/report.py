@@ -52,9 +52,11 @@ def run_report(
     notes: dict[str, str],
     figures: list[str],
     predictions: Path | None = None,
+    training_counts: dict[str, float] | None = None,
 ) -> str:
-    """``report.md``: headline metrics per split, the per-class table, the most confident
-    mistakes (given the split's ``predictions`` CSV), figures and notes."""
+    """``report.md``: headline metrics per split, the F1 of the head / medium / tail classes
+    (given the ``training_counts`` per class), the per-class table, the most confident mistakes
+    (given the split's ``predictions`` CSV), figures and notes."""
     lines = [f"# {title}", ""]
     splits = [s for s in ("val", "test") if s in metrics]
     names = [n for n in SCALARS if any(n in metrics[s] for s in splits)]
@@ -65,6 +67,24 @@ def run_report(
             for s in splits
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if training_counts and all("per_class" in metrics[s] for s in splits):
+        from torch_imbalance.metrics.classification import frequency_group_f1
+
+        groups = {s: frequency_group_f1(metrics[s]["per_class"], training_counts) for s in splits}
+        lines += [
+            "",
+            "## F1 by training frequency",
+            "",
+            "Mean F1 of the classes with more than 100 (head), 20-100 (medium) and fewer than "
+            "20 (tail) training images.",
+            "",
+            "| group | " + " | ".join(splits) + " |",
+            "|---|" + "---:|" * len(splits),
+        ]
+        for group in groups[splits[-1]]:
+            lines.append(
+                f"| {group} | " + " | ".join(f"{groups[s][group]:.4f}" for s in splits) + " |"
+            )
     if "test" in metrics:
         lines += [
             "",
