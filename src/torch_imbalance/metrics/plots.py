@@ -165,11 +165,17 @@ def summary_plot(rows: list[dict], metric: str, baseline: str, path: Path) -> tu
                    color="tab:blue", alpha=0.6, markersize=4)  # fmt: skip
         right.plot(100 * row["mean"], y, "D", color="black", markersize=5)
     right.axvline(0, color="black", linewidth=0.8)
-    right.set_yticks(range(len(labels)), labels)
-    right.invert_yaxis()
+    right.set_yticks(
+        range(len(labels)),
+        [
+            f"{label} (reference)" if r["interval"] is None else label
+            for label, r in zip(labels, rows, strict=True)
+        ],
+    )
+    right.set_ylim(len(labels) - 0.5, -0.5)
     right.set_xlabel(f"Δ {metric} vs {baseline} (points)")
-    right.set_title("per seed (points), mean (◆), interval (bar: green better, red worse, "
-                    "grey cannot tell)", fontsize=8)  # fmt: skip
+    right.set_title("per seed (points), mean (◆), seed-aware interval (bar):\n"
+                    "green better, red worse, grey cannot tell", fontsize=8)  # fmt: skip
     right.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
