@@ -249,8 +249,8 @@ class Analysis:
             needed = best.found.seeds_needed()
             text += f": the largest gain, `{best.arm}` {best.text()} points,"
             text += (
-                f" would need about {needed} seeds to be told apart (80 % power at the observed "
-                "seed-to-seed spread)"
+                f" would need about {needed} seeds to be told apart (a paired t-test at 5 %, "
+                "80 % power, at the observed seed-to-seed spread)"
                 if needed
                 else " is too small against its seed-to-seed spread to be told apart"
             )
