@@ -87,6 +87,30 @@ def test_nothing_distinguishable_says_so_and_estimates_the_seeds_needed(tmp_path
     assert "would need about" in sentence and "seeds to be told apart" in sentence
 
 
+def test_a_loss_worse_than_ce_and_none_better(tmp_path):
+    found = analyse(
+        grid(tmp_path, {"ce": [0.80, 0.82, 0.81], "ldam": [0.81, 0.82, 0.80],
+                        "bad": [0.40, 0.41, 0.42]}),
+        resamples=200,
+    )  # fmt: skip
+    sentence = found.sentence()
+    assert sentence.startswith("No loss beats `ce` on macro f1 at 3 seeds")
+    assert sentence.endswith("`bad` is worse than `ce`.")
+
+
+def test_a_clear_gain_is_named_even_when_a_noisier_loss_leads(tmp_path):
+    found = analyse(
+        grid(tmp_path, {"ce": [0.60, 0.61, 0.62, 0.60, 0.61],
+                        "steady": [0.70, 0.71, 0.72, 0.70, 0.71],
+                        "wild": [0.97, 0.45, 0.95, 0.50, 0.93]}),
+        resamples=200,
+    )  # fmt: skip
+    assert found.leader == "wild"
+    assert found.versus_baseline["wild"]["macro_f1"].verdict == UNCLEAR
+    assert found.sentence().startswith("Use `steady`: it beats `ce` by +")
+    assert "`wild` has the higher mean but is not yet distinguishable from `ce`" in found.sentence()
+
+
 def test_one_seed_cannot_tell(tmp_path):
     found = analyse(grid(tmp_path, {"ce": [0.6], "focal": [0.9]}), resamples=50)
     assert found.versus_baseline["focal"]["macro_f1"].verdict == UNCLEAR

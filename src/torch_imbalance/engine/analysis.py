@@ -236,13 +236,22 @@ class Analysis:
             return text + "."
         candidates = [c[self.metric] for c in self.versus_baseline.values() if self.metric in c]
         worse = [f"`{c.arm}`" for c in candidates if c.verdict == WORSE]
+        winners = [c for c in candidates if c.verdict == BETTER]
+        if winners:  # the leader's own gain is not yet clear, another loss's is
+            best = max(winners, key=lambda c: c.found.mean)
+            return (
+                f"Use `{best.arm}`: it beats `{base}` by {best.text()} points of {metric} "
+                f"({level}, {seeds}); `{self.leader}` has the higher mean but is not yet "
+                f"distinguishable from `{base}`."
+            )
         if self.seeds < 2:
             text = (
                 "One seed cannot tell the losses apart: the training randomness is unknown; "
                 "run at least 3 seeds (`--seeds 0,1,2`) or `--race`"
             )
             return text + "."
-        text = f"No loss is distinguishable from `{base}` on {metric} at {seeds} ({level})"
+        verb = "beats" if worse else "is distinguishable from"
+        text = f"No loss {verb} `{base}` on {metric} at {seeds} ({level})"
         gains = [c for c in candidates if c.found.mean > 0]
         if gains:
             best = max(gains, key=lambda c: c.found.mean)
