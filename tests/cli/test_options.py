@@ -26,6 +26,8 @@ NON_DEFAULT = {
     "label_mode": ("single", "single"),
     "train_fraction": ("0.5", 0.5),
     "max_per_class": ("80", 80),
+    "val_keep_fraction": ("0.25", 0.25),
+    "folds": ("5", 5),
     "sampler": ("oversample", "oversample"),
     "num_workers": ("2", 2),
     "num_classes": ("4", 4),
@@ -39,6 +41,7 @@ NON_DEFAULT = {
     "epochs": ("3", 3),
     "batch_size": ("8", 8),
     "lr": ("0.01", 0.01),
+    "gamma_lr": ("0.05", 0.05),
     "weight_decay": ("0.0", 0.0),
     "optimizer": ("sgd", "sgd"),
     "scheduler": ("step", "step"),
@@ -59,6 +62,7 @@ SWITCHES = {  # flag -> (setting, value it sets)
     "--margin-weights": ("margin_weights", True),
     "--overwrite": ("overwrite", True),
     "--no-progress": ("progress", False),
+    "--deterministic": ("deterministic", True),
 }
 
 

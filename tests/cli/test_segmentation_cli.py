@@ -90,7 +90,7 @@ def test_segfolder_compare_with_dice_ce_and_overlays(tmp_path, capsys):
     )
     assert code == 0
     summary = (out / "summary.md").read_text()
-    assert "| Unet | dice_ce |" in summary and "Δ rarest_class_iou vs ce" in summary
+    assert "| `dice_ce` | 1 |" in summary and "Δ rarest_class_iou [Holm 95 %]" in summary
     assert (out / "summary_overlays.png").is_file() and (out / "summary.png").is_file()
     test = json.loads((out / "Unet" / "dice_ce" / "seed-0" / "metrics.json").read_text())["test"]
     assert set(test["per_class_iou"]) == {"class0", "class1", "class2"}
