@@ -10,6 +10,7 @@ checkpoint) and regenerates docs/results.md from the committed results files:
     bash scripts/study.sh                 # run everything still missing, then write the report
     python benchmarks/study.py report     # only rewrite docs/results.md from the results files
     python benchmarks/study.py run --studies elpv --seeds 0   # a part of the grid
+    python benchmarks/study.py gradcam --studies elpv         # redraw Grad-CAM in a fresh checkout
 
 Runs go to ``runs/study/<study>/<model>/<arm>/seed-<k>`` (checkpoints stay there, out of git);
 each finished run's small results (``metrics.json``, per-item test outcomes, the training
