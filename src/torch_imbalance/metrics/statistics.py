@@ -33,7 +33,6 @@ cell, segmentation images their pixel confusion.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -124,11 +123,6 @@ def read_outcome(folder: Path, classes: list[str]) -> RunOutcome | None:
                 len(classes),
             )
     return None
-
-
-def read_run_metrics(folder: Path) -> dict:
-    """``metrics.json`` of a finished run folder."""
-    return json.loads((folder / "metrics.json").read_text())
 
 
 # --------------------------------------------------------------------------------- metrics
