@@ -150,3 +150,17 @@ def test_race_stops_adding_seeds_to_a_clearly_worse_loss(tmp_path):
     summary = json.loads((out / "summary.json").read_text())["models"]["test_resnet"]
     assert summary["versus_leader"]["skewed"]["verdict"] == WORSE
     assert "skewed" not in summary["answer"] or "worse" in summary["answer"]
+
+
+def test_race_contenders_drop_what_is_behind_the_leader_in_any_model(tmp_path):
+    from torch_imbalance.engine.compare import Arm, race_contenders
+
+    arms = [Arm.parse(label) for label in ("ce", "lmf", "focal", "bad")]
+    clear = analyse(
+        grid(tmp_path / "m1", {"ce": [0.60, 0.62, 0.61], "lmf": [0.80, 0.83, 0.81],
+                               "focal": [0.79, 0.84, 0.80], "bad": [0.35, 0.36, 0.34]}),
+        resamples=200,
+    )  # fmt: skip
+    assert [a.label for a in race_contenders([clear], arms)] == ["lmf", "focal"]
+    # an arm missing from this round (dropped before) does not come back
+    assert [a.label for a in race_contenders([clear], arms[1:2])] == ["lmf"]

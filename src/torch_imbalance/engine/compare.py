@@ -113,22 +113,21 @@ def compare(
             rows.append(result_row(model, arm.label, seed, metrics, task.summary_metrics))
         if race:
             analyses = {m: analyse_runs(out, keep, m, arms, done) for m in models}
-            contenders = [  # a loss once dropped stays dropped
-                a for a in round_arms if all(a.label in an.contenders() for an in analyses.values())
-            ]
-            budget_left = time_budget is None or time.perf_counter() - started < time_budget
-            limit = max_seeds if max_seeds is not None else len(seeds) + 5
+            contenders = race_contenders(list(analyses.values()), round_arms)
             dropped = [a.label for a in round_arms if a not in contenders]
             if dropped:
-                console.print(
-                    f"race: {', '.join(dropped)} significantly behind the leader, stopped"
-                )
-            if len(contenders) > 1 and len(ran_seeds) < limit and budget_left:
+                console.print(f"race: {', '.join(dropped)} significantly behind the leader, out")
+            limit = max_seeds if max_seeds is not None else len(seeds) + 5
+            over_time = time_budget is not None and time.perf_counter() - started >= time_budget
+            if len(contenders) > 1 and len(ran_seeds) < limit and not over_time:
                 ran_seeds.append(max(ran_seeds) + 1)
                 console.print(
                     f"race: seed {ran_seeds[-1]} for {', '.join(a.label for a in contenders)}"
                 )
                 rounds.append(([ran_seeds[-1]], contenders))
+            elif len(contenders) > 1:
+                why = "the time budget" if over_time else f"{limit} seeds"
+                console.print(f"race: stopped at {why}, {len(contenders)} losses still open")
     wall = time.perf_counter() - started
     write_results(out / "results.csv", rows)
     analyses = {m: analyse_runs(out, keep, m, arms, done) for m in models}
@@ -159,6 +158,12 @@ def compare(
         soft_wrap=True,
     )
     return {"rows": rows, "analyses": analyses, "wall_seconds": wall}
+
+
+def race_contenders(analyses: list[Analysis], round_arms: list[Arm]) -> list[Arm]:
+    """The arms of this round that no analysis (one per model) finds significantly behind its
+    leader; an arm once dropped is not in a later round, so it stays dropped."""
+    return [a for a in round_arms if all(a.label in found.contenders() for found in analyses)]
 
 
 def check_grid(arms: list[Arm], seeds: list[int], race: bool) -> None:
