@@ -368,8 +368,8 @@ class Tested:
         seeds = " ".join(f"{100 * v:+.1f}" for v in f.per_seed)
         if c.kind == "level":
             what = (
-                f"`{c.arm}` {f.mean:.3f}, interval [{self.interval[0]:.3f}, "
-                f"{self.interval[1]:.3f}], per seed {' '.join(f'{v:.2f}' for v in f.per_seed)}"
+                f"`{c.arm}` {f.mean:.3f}, interval {format_interval(self.interval, scale=1.0)}, "
+                f"per seed {' '.join(f'{v:.2f}' for v in f.per_seed)}"
             )
             bar = f"level {c.threshold:.2f}"
         else:
@@ -727,7 +727,7 @@ def claims_summary(tested: list[Tested]) -> str:
         if t.claim.family != "primary":
             continue
         if t.claim.kind == "level":
-            value = f"{t.found.mean:.3f} [{t.interval[0]:.3f}, {t.interval[1]:.3f}]"
+            value = f"{t.found.mean:.3f} {format_interval(t.interval, scale=1.0)}"
         else:
             value = f"{100 * t.found.mean:+.1f} {format_interval(t.interval)}"
         against = f" vs `{t.claim.reference}`" if t.claim.reference else ""

@@ -477,9 +477,12 @@ def level_verdict(interval: tuple[float, float], level: float) -> str:
 
 
 def format_interval(interval: tuple[float, float], scale: float = 100.0) -> str:
-    """``[-1.2, +3.4]`` in points (``scale`` 100), ``[−∞, +∞]`` when unbounded."""
+    """``[-1.2, +3.4]`` in points (``scale`` 100), values as they are (``scale`` 1:
+    ``[0.712, 0.845]``), ``[−∞, +∞]`` when unbounded."""
 
     def one(value: float) -> str:
-        return ("+∞" if value > 0 else "−∞") if math.isinf(value) else f"{scale * value:+.1f}"
+        if math.isinf(value):
+            return "+∞" if value > 0 else "−∞"
+        return f"{scale * value:+.1f}" if scale != 1.0 else f"{value:.3f}"
 
     return f"[{one(interval[0])}, {one(interval[1])}]"
