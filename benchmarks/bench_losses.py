@@ -40,7 +40,9 @@ SHAPES: dict[str, tuple[tuple[int, ...], float]] = {
 }
 DENSE = ("seg-19", "seg-4", "vol-4")
 IGNORE = -100
-LossFn = Callable[[torch.Tensor], torch.Tensor]
+#: ``loss(logits, target, multi-label target)``: every call gets fresh targets (a user's batches
+#: are new tensors each step; a cache keyed on the target tensor would only help a benchmark).
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 EAGER_ROWS = ("ce", "focal", "ldam", "lmf", "balanced_softmax")
@@ -91,37 +93,39 @@ def build_cases(
     classes = z.shape[1]
     counts = torch.bincount(t[t != IGNORE].flatten(), minlength=classes).clamp_min(1).tolist()
     cases: dict[str, tuple[str, LossFn]] = {
-        "F.cross_entropy": ("reference", lambda x: F.cross_entropy(x, t, ignore_index=IGNORE)),
+        "F.cross_entropy": (
+            "reference",
+            lambda x, t, y: F.cross_entropy(x, t, ignore_index=IGNORE),
+        ),
     }
     for name in ti.available_losses():
         extra = {"total_epochs": epochs} if name.endswith("_drw") else {}
         loss = ti.build_loss(name, counts, **extra).to(z.device)
         if hasattr(loss, "set_epoch"):
             loss.set_epoch(epochs - 1)
-        cases[f"ours: {name}"] = ("ours", lambda x, loss=loss: loss(x, t))
+        cases[f"ours: {name}"] = ("ours", lambda x, t, y, loss=loss: loss(x, t))
     # The same losses on the chunked eager kernels, to show what compiling buys.
     for name in EAGER_ROWS:
         extra = {"total_epochs": epochs} if name.endswith("_drw") else {}
         loss = ti.build_loss(name, counts, **extra).to(z.device)
-        cases[f"ours (eager): {name}"] = ("ours", lambda x, loss=loss: eager(loss, x, t))
+        cases[f"ours (eager): {name}"] = ("ours", lambda x, t, y, loss=loss: eager(loss, x, t))
     margins = ti.ldam_margins(counts).to(z.device)
-    cases["composite LDAM"] = ("composite", lambda x: composite_ldam(x, t, margins))
-    cases["composite LMF"] = ("composite", lambda x: composite_lmf(x, t, margins))
-    cases["composite Dual Focal"] = ("composite", lambda x: composite_dual_focal(x, t))
-    cases["composite focal (exp(-CE))"] = ("composite", lambda x: composite_focal(x, t, 2.0))
-    add_library_peers(cases, t, classes)
+    cases["composite LDAM"] = ("composite", lambda x, t, y: composite_ldam(x, t, margins))
+    cases["composite LMF"] = ("composite", lambda x, t, y: composite_lmf(x, t, margins))
+    cases["composite Dual Focal"] = ("composite", lambda x, t, y: composite_dual_focal(x, t))
+    cases["composite focal (exp(-CE))"] = ("composite", lambda x, t, y: composite_focal(x, t, 2.0))
+    add_library_peers(cases, classes)
     # Multi-label rows.
-    yf = y.to(z.dtype)
     cases["F.binary_cross_entropy_with_logits (ML)"] = (
         "multilabel",
-        lambda x: F.binary_cross_entropy_with_logits(x, yf),
+        lambda x, t, y: F.binary_cross_entropy_with_logits(x, y),
     )
     try:
         from torchvision.ops import sigmoid_focal_loss
 
         cases["torchvision sigmoid_focal_loss (ML)"] = (
             "multilabel",
-            lambda x: sigmoid_focal_loss(x, yf, alpha=0.25, gamma=2.0, reduction="mean"),
+            lambda x, t, y: sigmoid_focal_loss(x, y, alpha=0.25, gamma=2.0, reduction="mean"),
         )
     except ImportError:
         pass
@@ -132,17 +136,17 @@ def build_cases(
         "lmf": ti.LMFLoss(ml_counts, task="multilabel"),
         "dual_focal": ti.DualFocalLoss(task="multilabel"),
     }.items():
-        cases[f"ours: {name} (ML)"] = ("multilabel", lambda x, loss=loss: loss(x, y))
+        cases[f"ours: {name} (ML)"] = ("multilabel", lambda x, t, y, loss=loss: loss(x, y))
     return cases
 
 
-def add_library_peers(cases: dict, t: torch.Tensor, classes: int) -> None:
+def add_library_peers(cases: dict, classes: int) -> None:
     try:
         import kornia
 
         cases["kornia focal_loss"] = (
             "peer",
-            lambda x: kornia.losses.focal_loss(
+            lambda x, t, y: kornia.losses.focal_loss(
                 x, t.clamp_min(0), alpha=None, gamma=2.0, reduction="mean"
             ),
         )
@@ -152,15 +156,18 @@ def add_library_peers(cases: dict, t: torch.Tensor, classes: int) -> None:
         from monai.losses import FocalLoss as MonaiFocal
 
         monai_loss = MonaiFocal(use_softmax=True, to_onehot_y=True, gamma=2.0)
-        target = t.clamp_min(0).unsqueeze(1)  # MONAI has no ignore_index
-        cases["MONAI FocalLoss(use_softmax)"] = ("peer", lambda x: monai_loss(x, target))
+        # MONAI has no ignore_index
+        cases["MONAI FocalLoss(use_softmax)"] = (
+            "peer",
+            lambda x, t, y: monai_loss(x, t.clamp_min(0).unsqueeze(1)),
+        )
     except ImportError:
         pass
     try:
         from segmentation_models_pytorch.losses import FocalLoss as SmpFocal
 
         smp_loss = SmpFocal("multiclass", gamma=2.0, ignore_index=IGNORE)
-        cases["smp FocalLoss(multiclass)"] = ("peer", lambda x: smp_loss(x, t))
+        cases["smp FocalLoss(multiclass)"] = ("peer", lambda x, t, y: smp_loss(x, t))
     except ImportError:
         pass
 
@@ -183,16 +190,22 @@ def _sync(device: torch.device) -> None:
 
 
 def run_once(
-    fn: LossFn, z: torch.Tensor, device: torch.device, autocast: torch.dtype | None
+    fn: LossFn,
+    z: torch.Tensor,
+    t: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    autocast: torch.dtype | None,
 ) -> float:
     x = z.detach().requires_grad_()
+    t, y = t.clone(), y.clone()  # fresh targets, made before the clock starts
     _sync(device)
     start = time.perf_counter()
     if autocast is not None:
         with torch.autocast(device.type, dtype=autocast):
-            loss = fn(x)
+            loss = fn(x, t, y)
     else:
-        loss = fn(x)
+        loss = fn(x, t, y)
     loss.backward()
     _sync(device)
     return time.perf_counter() - start
@@ -201,6 +214,8 @@ def run_once(
 def time_cases(
     cases: dict,
     z: torch.Tensor,
+    t: torch.Tensor,
+    y: torch.Tensor,
     device: torch.device,
     repeats: int,
     warmup: int,
@@ -209,7 +224,7 @@ def time_cases(
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for rep in range(warmup + repeats):
         for name, (_, fn) in cases.items():  # interleaved: drift hits every case alike
-            elapsed = run_once(fn, z, device, autocast)
+            elapsed = run_once(fn, z, t, y, device, autocast)
             if rep >= warmup:
                 samples[name].append(elapsed)
     return {name: statistics.median(values) for name, values in samples.items()}
@@ -228,15 +243,22 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def cuda_memory(fn: LossFn, z: torch.Tensor, device: torch.device, amp: torch.dtype | None) -> int:
+def cuda_memory(
+    fn: LossFn,
+    z: torch.Tensor,
+    t: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    amp: torch.dtype | None,
+) -> int:
     """Peak bytes allocated by one forward + backward beyond what was allocated before (the
     caching allocator counts every tensor, so no fresh process is needed); after a warm-up call,
     so compiling stays out of it."""
-    run_once(fn, z, device, amp)
+    run_once(fn, z, t, y, device, amp)
     torch.cuda.synchronize(device)
     before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
-    run_once(fn, z, device, amp)
+    run_once(fn, z, t, y, device, amp)
     return torch.cuda.max_memory_allocated(device) - before
 
 
@@ -251,14 +273,15 @@ def measure_memory_child(
     amp = getattr(torch, autocast) if autocast else None
     x = z.detach().requires_grad_()
     if device.type == "cuda":
-        print(cuda_memory(fn, x, device, amp))
+        print(cuda_memory(fn, x, t, y, device, amp))
         return
     # One warm-up call first: compiling (ours, in "auto" mode) is a one-off, not the loss's peak.
-    run_once(fn, x, device, amp)
+    run_once(fn, x, t, y, device, amp)
+    t, y = t.clone(), y.clone()
     _peak_rss_reset()
     before = _rss_kib("VmRSS:")
     with torch.autocast("cpu", dtype=amp) if amp else torch.autocast("cpu", enabled=False):
-        loss = fn(x)
+        loss = fn(x, t, y)
     loss.backward()
     print((_rss_kib("VmHWM:") - before) * 1024)
 
@@ -445,14 +468,14 @@ def main() -> None:
                     flush=True,
                 )
                 amp = getattr(torch, precision) if precision else None
-                times = time_cases(cases, z, device, args.repeats, args.warmup, amp)
+                times = time_cases(cases, z, t, y, device, args.repeats, args.warmup, amp)
                 rows = {
                     name: {"group": cases[name][0], "time_ms": times[name] * 1e3} for name in cases
                 }
                 if not args.no_memory:
                     for name in cases:
                         if device.type == "cuda":
-                            mem = cuda_memory(cases[name][1], z, device, amp)
+                            mem = cuda_memory(cases[name][1], z, t, y, device, amp)
                         else:
                             mem = memory_of(shape_name, name, device_name, precision, args.threads)
                         if mem is not None:

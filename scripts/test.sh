@@ -5,5 +5,5 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh" dev
 ruff check src tests benchmarks
-python -m pytest -n 2 --cov=torch_imbalance --cov-report=term-missing:skip-covered \
+python -m pytest -n 2 --dist worksteal --cov=torch_imbalance --cov-report=term-missing:skip-covered \
   --cov-fail-under=90 "$@"

@@ -17,6 +17,7 @@ SEG_TEST_KEYS = {"miou", "mean_dice", "pixel_accuracy", "per_class_iou", "per_cl
 
 
 @pytest.mark.slow
+@pytest.mark.compiled
 def test_dual_focal_adaptive_on_dsb2018_nuclei(tmp_path):
     out = tmp_path / "dsb"
     code = main(

@@ -1,4 +1,4 @@
-"""The fused kernels across chunk boundaries and memory layouts (tiny chunks force many)."""
+"""The eager driver across chunk boundaries and memory layouts (tiny chunks force many)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import pytest
 import torch
 from cases import TASK_CASES, case_id, make_batch
 
-from torch_imbalance.functional import _fused
+from torch_imbalance.functional import _driver
 
 
 @pytest.fixture
 def tiny_chunks(monkeypatch):
-    monkeypatch.setattr(_fused, "CHUNK_ELEMENTS", 37)  # not a divisor of anything below
+    monkeypatch.setattr(_driver, "CHUNK_ELEMENTS", 37)  # not a divisor of anything below
 
 
 @pytest.mark.parametrize(("case", "task"), TASK_CASES, ids=lambda v: case_id(v) or v)
@@ -20,11 +20,14 @@ def tiny_chunks(monkeypatch):
     [(23, 4), (3, 4, 5, 7), (2, 5, 3, 2, 4), (13, 3, 2)],
     ids=["rows-per-chunk", "spatial-chunks", "3d", "few-pixels"],
 )
-def test_many_chunks_match_reference(tiny_chunks, case, task, shape):
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_many_chunks_match_reference(tiny_chunks, case, task, shape, reduction):
+    """Per-element losses chunk by chunk, and a reduction's sums, counts and normalisers
+    carried across chunks (a multi-label mean: the count and ``1/numel`` of the whole tensor)."""
     z, t = make_batch(task, shape, 0.2)
     z.requires_grad_()
     kwargs = {
-        "reduction": "none",
+        "reduction": reduction,
         "weight": torch.linspace(0.5, 1.5, shape[1], dtype=torch.float64),
     }
     if task == "multilabel":

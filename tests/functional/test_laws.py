@@ -1,15 +1,15 @@
-"""The multi-label closed forms of ``_heads`` (value, ∂ℓ/∂z and ∂ℓ/∂γ per entry), called
+"""The multi-label laws of the family files (value, ∂ℓ/∂z and ∂ℓ/∂γ per entry), called
 directly: against float64 textbook spellings differentiated by autograd, written here from the
-definitions (BCE, ``torchvision.ops.sigmoid_focal_loss``; LDAM-DRW's ``LDAMLoss`` margin on the
-true class, Cao et al. 2019; Dual Focal Loss eq. of Hossain et al. 2021), not from ``_heads``."""
+definitions (BCE; the sigmoid focal loss of Lin et al. 2017, eq. 5, as
+``torchvision.ops.sigmoid_focal_loss`` documents it; LDAM-DRW's ``LDAMLoss`` margin on the
+true class, Cao et al. 2019; Dual Focal Loss eq. of Hossain et al. 2021), not from our laws."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torchvision
 
-from torch_imbalance.functional import _heads
+from torch_imbalance.functional import dual_focal, focal, ldam, lmf
 
 MARGINS = torch.tensor([0.5, 0.3, 0.2, 0.1], dtype=torch.float64)
 
@@ -20,7 +20,13 @@ def _bce(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _focal(z, y, gamma, alpha):
-    return torchvision.ops.sigmoid_focal_loss(z, y, alpha=alpha, gamma=gamma, reduction="none")
+    # α_t (1 − p_t)^γ BCE with p_t = p y + (1 − p)(1 − y); α < 0: no α weighting.
+    p = torch.sigmoid(z)
+    p_t = p * y + (1 - p) * (1 - y)
+    loss = _bce(z, y) * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
+    return loss
 
 
 def _ldam(z, y, scale):
@@ -40,22 +46,22 @@ def _dual_focal(z, y, gamma, alpha, beta, rho):
 
 CASES = {
     "focal": (
-        _heads.multilabel_focal_entries,
+        focal.multilabel_focal_entries,
         {"alpha": 0.25},
         lambda z, y, g: _focal(z, y, g, 0.25),
     ),
     "focal_no_alpha": (
-        _heads.multilabel_focal_entries,
+        focal.multilabel_focal_entries,
         {"alpha": None},
         lambda z, y, g: _focal(z, y, g, -1.0),
     ),
     "ldam": (
-        _heads.multilabel_ldam_entries,
+        ldam.multilabel_ldam_entries,
         {"margins": MARGINS, "scale": 5.0},
         lambda z, y, g: _ldam(z, y, 5.0),
     ),
     "lmf": (
-        _heads.multilabel_lmf_entries,
+        lmf.multilabel_lmf_entries,
         {
             "margins": MARGINS,
             "scale": 5.0,
@@ -66,12 +72,12 @@ CASES = {
         lambda z, y, g: _lmf(z, y, g, 5.0, 2.0, 0.7, 1.3),
     ),
     "dual_focal": (
-        _heads.multilabel_dual_focal_entries,
+        dual_focal.multilabel_dual_focal_entries,
         {"alpha": 0.8, "beta": 1.3, "rho": 1.0},
         lambda z, y, g: _dual_focal(z, y, g, 0.8, 1.3, 1.0),
     ),
     "dual_focal_rho": (
-        _heads.multilabel_dual_focal_entries,
+        dual_focal.multilabel_dual_focal_entries,
         {"alpha": 0.8, "beta": 1.3, "rho": 1.7},
         lambda z, y, g: _dual_focal(z, y, g, 0.8, 1.3, 1.7),
     ),
@@ -91,7 +97,7 @@ def test_multilabel_entries_match_float64_textbook(name, gamma):
     wants_gamma = name != "ldam"
     inputs = (z, g) if wants_gamma else (z,)
     expected_grads = torch.autograd.grad((expected * probe).sum(), inputs)
-    fixed = {"gamma": None if name == "ldam" else gamma}
+    fixed = {"gamma": gamma}
     value, slope, d_gamma = entries(z.detach(), y > 0, log_scale=-5.0, **settings, **fixed)
     torch.testing.assert_close(value, expected.detach(), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(slope * probe, expected_grads[0], rtol=1e-9, atol=1e-12)

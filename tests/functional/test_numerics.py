@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from cases import TASK_CASES, case_id, make_batch
 
 from torch_imbalance import functional as TF
+from torch_imbalance.functional import _math
 
 BIG = 1e4
 
@@ -49,7 +52,10 @@ def test_saturated_logits_finite_loss_and_gradients(case, task, dtype):
 def test_focal_saturated_values(gamma):
     t = torch.tensor([0, 1])
     right = torch.tensor([[BIG, 0.0, 0.0], [0.0, BIG, 0.0]], requires_grad=True)
-    assert TF.focal_loss(right, t, gamma=gamma) == 0
+    # 0 up to the subnormal cutoff (_math.cutoff): (1 + γ) e^{floor + margin} over the mean's
+    # factor 1/2.
+    floor = 2 * (1 + gamma) * math.exp(_math.exp_floor(torch.float32) + _math.CUTOFF_MARGIN)
+    assert 0 <= TF.focal_loss(right, t, gamma=gamma) <= floor
     wrong = torch.tensor([[-BIG, 0.0, 0.0], [0.0, -BIG, 0.0]])
     # p_t = e^{-1e4} / 2 underflows, yet log p_t = -(1e4 + log 2) and the modulator is 1.
     expected = BIG + torch.log(torch.tensor(2.0))

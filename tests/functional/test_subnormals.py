@@ -19,7 +19,10 @@ import torch
 from cases import make_batch
 
 import torch_imbalance as ti
-from torch_imbalance.functional import _common, _compiled, _heads
+from torch_imbalance.functional import _compiled, _math
+from torch_imbalance.functional.focal import focal_head
+from torch_imbalance.functional.lmf import lmf_head
+from torch_imbalance.functional.priors import poly1_head
 
 TINY = torch.finfo(torch.float32).tiny
 
@@ -54,7 +57,7 @@ def _reference_focal(gap: torch.Tensor, gamma: float) -> tuple[torch.Tensor, tor
 @pytest.mark.parametrize("log_scale", [math.log(30e-6), math.log(1e-9), 0.0, 5.0])
 def test_focal_head_with_cutoff_makes_no_subnormal_and_matches_float64(gamma, log_scale):
     gap = torch.linspace(-300.0, 300.0, 20001)
-    value, (slope,), _ = _heads.focal_head([gap], gamma, log_scales=[log_scale])
+    value, (slope,), _ = focal_head([gap], gamma, log_scales=[log_scale])
     scale = math.exp(log_scale)
     for scaled in (value * scale, slope * scale):
         assert _subnormal(scaled) == 0
@@ -62,7 +65,7 @@ def test_focal_head_with_cutoff_makes_no_subnormal_and_matches_float64(gamma, lo
     # What the cutoff changes: the loss and slope at the cutoff, e^{floor + margin} and (1 + γ)
     # times that once scaled (4e-34), times the scale where that is above 1; 1 %: rounding.
     # rtol: float32 (p_t = 1 − σ(u) rounds where σ ≈ 1).
-    margin = math.exp(_heads.exp_floor(torch.float32) + _heads.CUTOFF_MARGIN)
+    margin = math.exp(_math.exp_floor(torch.float32) + _math.CUTOFF_MARGIN)
     atol = 1.01 * (1 + gamma) * margin * max(1, scale)
     torch.testing.assert_close(
         (value * scale).double(), expected_value * scale, rtol=2e-5, atol=atol
@@ -76,8 +79,8 @@ def test_lmf_and_poly1_heads_with_cutoff_make_no_subnormal():
     gap = torch.linspace(-300.0, 300.0, 20001)
     log_scale = math.log(1e-6)
     # The terms at the cutoff: e^{floor + margin} over the scale 1e-6, per term (7e-28).
-    atol = 3 * math.exp(_heads.exp_floor(torch.float32) + _heads.CUTOFF_MARGIN) / 1e-6
-    value, slopes, d_gamma = _heads.lmf_head(
+    atol = 3 * math.exp(_math.exp_floor(torch.float32) + _math.CUTOFF_MARGIN) / 1e-6
+    value, slopes, d_gamma = lmf_head(
         [gap * 30, gap], 2.0, ldam_weight=1.0, focal_weight=1.0, log_scales=[log_scale] * 2
     )
     for scaled in (*slopes, d_gamma):
@@ -85,7 +88,7 @@ def test_lmf_and_poly1_heads_with_cutoff_make_no_subnormal():
     expected_value, _ = _reference_focal(gap * 30, 0.0)
     focal_value, _ = _reference_focal(gap, 2.0)
     torch.testing.assert_close(value.double(), expected_value + focal_value, rtol=2e-5, atol=atol)
-    value, (slope,), _ = _heads.poly1_head([gap], 0.0, epsilon=-0.5, log_scales=[log_scale])
+    value, (slope,), _ = poly1_head([gap], 0.0, epsilon=-0.5, log_scales=[log_scale])
     assert _subnormal(slope * 1e-6) == 0
     u = gap.double()
     expected = _softplus64(u) - 0.5 * torch.sigmoid(u)
@@ -94,7 +97,7 @@ def test_lmf_and_poly1_heads_with_cutoff_make_no_subnormal():
 
 def test_sigmoid_parts_match_float64_and_make_no_subnormal():
     gap = torch.linspace(-200.0, 200.0, 40001)
-    parts = _heads.sigmoid_parts(gap, anchor=None)
+    parts = _math.sigmoid_parts(gap, anchor=None)
     u = gap.double()
     # Float64 textbook forms: softplus(u) = max(u, 0) + log1p(e^{−|u|}), log σ(u) = −softplus(−u).
     expected = (_softplus64(u), -_softplus64(-u), torch.sigmoid(u), torch.sigmoid(-u))
@@ -115,7 +118,7 @@ def test_sigmoid_parts_match_float64_and_make_no_subnormal():
 
 # -------------------------------------------------------------------- the compiled kernels
 LOSSES = ["ldam", "lmf", "lmf_official", "focal", "poly1", "balanced_softmax"]
-#: Multi-label: LDAM's s = 30 saturates the sigmoids (log_sigmoid in _common).
+#: Multi-label: LDAM's s = 30 saturates the sigmoids.
 MULTILABEL = ["ldam", "lmf", "focal"]
 
 
@@ -225,39 +228,6 @@ def test_multilabel_one_pass_kernel_raises_no_underflow_flag(mode, name):
     assert flags & (FE_UNDERFLOW | FE_DENORMAL) == 0, f"flags {flags:#04x}"
 
 
-def test_log_sigmoid_matches_float64_and_makes_no_subnormal():
-    x = torch.linspace(-300.0, 300.0, 60001, requires_grad=True)
-    ours = _common.log_sigmoid(x)
-    (slope,) = torch.autograd.grad(ours.sum() * 1e-6, x)
-    assert _subnormal(ours) == 0 and _subnormal(slope) == 0
-    # log σ(x) = −softplus(−x); d/dx = σ(−x) (float64, the textbook spellings).
-    u = x.detach().double()
-    expected = -_softplus64(-u)
-    # Above x = 50 (float32's flat bound) value and slope are taken there: off by e^{−50}.
-    torch.testing.assert_close(ours.detach().double(), expected, rtol=2e-7, atol=2e-22)
-    torch.testing.assert_close(slope.double(), torch.sigmoid(-u) * 1e-6, rtol=2e-6, atol=3e-28)
-    x64 = torch.linspace(-60.0, 60.0, 97, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(_common.log_sigmoid, (x64,))
-
-
-def test_log_sigmoid_pair_matches_float64_and_makes_no_subnormal():
-    """Both logs from one exponential: each against the textbook float64 spelling, value and
-    slope, with no subnormal float on the whole float32 range."""
-    x = torch.linspace(-300.0, 300.0, 60001, requires_grad=True)
-    log_p, log_q = _common.log_sigmoid_pair(x)
-    u = x.detach().double()
-    for ours, sign in ((log_p, 1.0), (log_q, -1.0)):
-        (slope,) = torch.autograd.grad(ours.sum() * 1e-6, x, retain_graph=True)
-        assert _subnormal(ours) == 0 and _subnormal(slope) == 0
-        expected = -_softplus64(-sign * u)  # log σ(±x)
-        torch.testing.assert_close(ours.detach().double(), expected, rtol=3e-7, atol=2e-22)
-        expected_slope = sign * torch.sigmoid(-sign * u) * 1e-6  # d/dx log σ(±x) = ±σ(∓x)
-        torch.testing.assert_close(slope.double(), expected_slope, rtol=2e-6, atol=3e-28)
-    x64 = torch.linspace(-60.0, 60.0, 97, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda v: _common.log_sigmoid_pair(v)[0], (x64,))
-    assert torch.autograd.gradcheck(lambda v: _common.log_sigmoid_pair(v)[1], (x64,))
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_log1p_of_small_matches_log1p_in_float64(dtype):
     """Goldberg's log(u)·x/(u − 1) against float64 ``log1p``: a few ulp over [0, 10], ``x``
@@ -266,7 +236,7 @@ def test_log1p_of_small_matches_log1p_in_float64(dtype):
         torch.float64
     )
     x = x64.to(dtype).requires_grad_()
-    ours = _heads.log1p_of_small(x)
+    ours = _math.log1p_of_small(x)
     (slope,) = torch.autograd.grad(ours.sum(), x)
     exact = torch.log1p(x.detach().double())
     rtol = 3e-7 if dtype == torch.float32 else 1e-15

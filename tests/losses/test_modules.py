@@ -152,6 +152,31 @@ def test_adaptive_weights_update_in_training_and_freeze_in_eval():
     assert torch.equal(loss.adaptive.frequencies, frozen)
 
 
+def test_adaptive_loss_hands_one_count_to_the_mean_and_the_update(monkeypatch):
+    """The module counts the batch's labels once (with a (N, 1, H, W) label map too) and gives
+    the count to the loss's mean and to the running frequencies; the functional checks a
+    given count's shape."""
+    from torch_imbalance.losses import adaptive
+
+    calls = []
+    real = adaptive.label_counts
+
+    def counting(target, num_classes, ignore_index):
+        calls.append(tuple(target.shape))
+        return real(target, num_classes, ignore_index)
+
+    monkeypatch.setattr(adaptive, "label_counts", counting)
+    loss = ti.DualFocalLoss(class_weight="adaptive", class_counts=[8, 1, 1], momentum=0.5)
+    z, _ = make_batch("multiclass", (2, 3, 4, 4), dtype=torch.float32)
+    t = torch.randint(0, 3, (2, 4, 4))
+    weight = loss.current_weight()
+    value = loss(z, t.unsqueeze(1))
+    assert calls == [(2, 4, 4)]
+    torch.testing.assert_close(value, TF.dual_focal_loss(z, t, weight=weight))
+    with pytest.raises(ValueError, match=r"batch_counts must have shape \(3,\).*\(4,\)"):
+        TF.dual_focal_loss(z, t, batch_counts=torch.ones(4))
+
+
 def test_adaptive_weights_from_counts_follow_the_power_law():
     adaptive = ti.AdaptiveClassWeights(3, class_counts=[60, 30, 10], power=0.5)
     f = torch.tensor([0.6, 0.3, 0.1])

@@ -144,7 +144,7 @@ def class_prod(values: ClassValues) -> torch.Tensor:
 
 def first_class(values: ClassValues) -> torch.Tensor:
     """The first class's values, ``(N, 1, S)`` (a strided read of the logits: see
-    ``_compiled._in_logit_loop``)."""
+    ``_compiled.in_logit_loop``)."""
     if isinstance(values, Unrolled):
         return values.parts[0]
     return values[:, :1]

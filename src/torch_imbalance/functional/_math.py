@@ -1,28 +1,27 @@
-"""Per-element losses as closed-form functions of the target gap ``u`` (see ``_fused``).
+"""Exact element-wise building blocks of the losses' laws, in log space and with no subnormal
+float on the way (a subnormal takes a ~100× slower microcode path on x86).
 
-Each head returns ``(ℓ, [∂ℓ/∂u_k], ∂ℓ/∂γ or None)`` on chunk-sized tensors, with
-``CE = softplus(u) = −log p_t``, ``1 − p_t = σ(u)`` and ``p_t = σ(−u)``, all in log space.
+The losses are written as functions of a *gap* ``u`` (multi-class: ``u = lse_{j≠t} z_j − z_t``;
+multi-label: ``u = −(2y − 1) z`` per entry): ``CE = softplus(u) = −log p_t``,
+``1 − p_t = σ(u)``, ``p_t = σ(−u)``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
-from torch_imbalance._reduce import class_dim_view
-
+#: ``(ℓ, [∂ℓ/∂u_k], ∂ℓ/∂γ or None)``: a law's value and slopes per element.
 Parts = tuple[torch.Tensor, list[torch.Tensor], "torch.Tensor | None"]
 #: Marks a per-element value that the compiled kernels keep in the logits' loop (see
-#: ``_compiled._in_logit_loop``); None on the eager path.
+#: ``_compiled.in_logit_loop``); None on the eager path.
 Anchor = Callable[[torch.Tensor], torch.Tensor] | None
 #: Per head, a lower bound on the ``log`` of the factor its slope is multiplied by downstream
 #: (``1 / Σw`` of a mean times the head's scale; see :func:`_cutoff`), or None.
 LogScales = list[torch.Tensor | float] | None
 
-#: Largest focal exponent γ (a multiple of 1/2) taken by multiplications (see :func:`_power`).
+#: Largest focal exponent γ (a multiple of 1/2) taken by multiplications (see :func:`power`).
 MAX_HALF_POWER = 4
 
 #: Nats above the exp floor that the cutoff keeps (room for class weights and the λs).
@@ -35,7 +34,7 @@ def exp_floor(dtype: torch.dtype) -> float:
     return -87.0 if dtype in (torch.float32, torch.float16, torch.bfloat16) else -708.0
 
 
-def _cutoff(
+def cutoff(
     gap: torch.Tensor, gamma: torch.Tensor | float, log_scale: torch.Tensor | float
 ) -> torch.Tensor:
     """``u`` raised to the gap below which a head's loss and slope (``≈ e^{(1+γ)u}``), times
@@ -109,13 +108,13 @@ def sigmoid_parts(
     )
 
 
-def _power(
+def power(
     base: torch.Tensor, log_base: torch.Tensor, exponent: torch.Tensor | float
 ) -> torch.Tensor:
     """``base ** exponent`` for ``base`` in ``(0, 1]``: by multiplications and one ``sqrt`` for
     a float multiple of 1/2 up to :data:`MAX_HALF_POWER` (γ = 1.5, 2: cheaper than an ``exp``),
     else ``exp(exponent · log_base)``."""
-    if isinstance(exponent, torch.Tensor) or not _is_half_power(exponent):
+    if isinstance(exponent, torch.Tensor) or not is_half_power(exponent):
         return torch.exp(exponent * log_base)
     halves = int(2 * exponent)  # 1 to 2·MAX_HALF_POWER
     result = base.sqrt() if halves % 2 else None
@@ -125,239 +124,22 @@ def _power(
     return result
 
 
-def _is_half_power(exponent: float) -> bool:
+def is_half_power(exponent: float) -> bool:
     halves = 2 * exponent
     return halves == int(halves) and 1 <= halves <= 2 * MAX_HALF_POWER
 
 
-def _focal_parts(
-    gap: torch.Tensor,
-    gamma: torch.Tensor | float,
-    log_scale: torch.Tensor | float | None = None,
-    anchor: Anchor = None,
-) -> Parts:
-    if log_scale is None:
-        # One softplus serves every log: log p_t = −softplus(u), log(1 − p_t) = u − softplus(u).
-        cross_entropy = -F.logsigmoid(-gap)
-        log_one_minus = gap - cross_entropy
-        one_minus = log_one_minus.exp()
-        p_t = 1 - one_minus  # exact where it matters (where σ(u) dominates the slope's bracket)
-    else:
-        gap = _cutoff(gap, gamma, log_scale)
-        cross_entropy, log_one_minus, one_minus, p_t = sigmoid_parts(gap, anchor)
-    if not isinstance(gamma, torch.Tensor) and gamma == 0:
-        return cross_entropy, [one_minus], None
-    modulator = _power(one_minus, log_one_minus, gamma)
-    value = modulator * cross_entropy
-    # d/du [σ(u)^γ softplus(u)] = σ(u)^γ (γ p_t softplus(u) + σ(u)).
-    slope = modulator * (gamma * p_t * cross_entropy + one_minus)
-    return value, [slope], log_one_minus * value
-
-
-def _log_scale(log_scales: LogScales, k: int) -> torch.Tensor | float | None:
-    return None if log_scales is None else log_scales[k]
-
-
-def cross_entropy_head(
-    gaps: list[torch.Tensor],
-    gamma: torch.Tensor | float,
-    *,
-    log_scales: LogScales = None,
-    anchor: Anchor = None,
-) -> Parts:
-    """``ℓ = softplus(u)``."""
-    return _focal_parts(gaps[0], 0.0, _log_scale(log_scales, 0), anchor)
-
-
-def focal_head(
-    gaps: list[torch.Tensor],
-    gamma: torch.Tensor | float,
-    *,
-    log_scales: LogScales = None,
-    anchor: Anchor = None,
-) -> Parts:
-    """``ℓ = σ(u)^γ softplus(u)``, the softmax focal loss."""
-    return _focal_parts(gaps[0], gamma, _log_scale(log_scales, 0), anchor)
-
-
-def poly1_head(
-    gaps: list[torch.Tensor],
-    gamma: torch.Tensor | float,
-    *,
-    epsilon: float,
-    log_scales: LogScales = None,
-    anchor: Anchor = None,
-) -> Parts:
-    """``ℓ = softplus(u) + ε σ(u)``."""
-    gap = gaps[0]
-    log_scale = _log_scale(log_scales, 0)
-    if log_scale is None:
-        cross_entropy = -F.logsigmoid(-gap)
-        one_minus, p_t = torch.sigmoid(gap), torch.sigmoid(-gap)
-    else:
-        gap = _cutoff(gap, 0.0, log_scale)
-        cross_entropy, _, one_minus, p_t = sigmoid_parts(gap, anchor)
-    slope = one_minus * (1 + epsilon * p_t)
-    return cross_entropy + epsilon * one_minus, [slope], None
-
-
-def lmf_head(
-    gaps: list[torch.Tensor],
-    gamma: torch.Tensor | float,
-    *,
-    ldam_weight: float,
-    focal_weight: float,
-    term_scales: list[torch.Tensor] | None = None,
-    log_scales: LogScales = None,
-    anchor: Anchor = None,
-) -> Parts:
-    """``ℓ = λ_ldam softplus(u_ldam) + λ_focal σ(u_f)^γ softplus(u_f)`` (heads: LDAM, focal);
-    ``term_scales`` multiply the two terms (each term's own normaliser, as the authors' code
-    has it)."""
-    ldam_log, focal_log = _log_scale(log_scales, 0), _log_scale(log_scales, 1)
-    if ldam_log is not None and focal_log is not None:
-        # The λs scale the slopes downstream too (``log_scales`` bounds the normalisers).
-        ldam_log = ldam_log + _log(ldam_weight)
-        focal_log = focal_log + _log(focal_weight)
-    if term_scales is not None:
-        ldam_weight = ldam_weight * term_scales[0]  # type: ignore[assignment]
-        focal_weight = focal_weight * term_scales[1]  # type: ignore[assignment]
-    ldam, (ldam_slope,), _ = _focal_parts(gaps[0], 0.0, ldam_log, anchor)
-    focal, (focal_slope,), focal_d_gamma = _focal_parts(gaps[1], gamma, focal_log, anchor)
-    value = ldam_weight * ldam + focal_weight * focal
-    d_gamma = None if focal_d_gamma is None else focal_weight * focal_d_gamma
-    return value, [ldam_weight * ldam_slope, focal_weight * focal_slope], d_gamma
-
-
-def _log(value: float) -> float:
-    return math.log(value) if value > 0 else -math.inf
-
-
-# ------------------------------------------------------------------------------ multi-label
-# Each entry (i, c) of a multi-label loss is one element with its own gap
-# ``u = −(2y − 1) z``: ``BCE(z, y) = softplus(u)``, ``1 − p_y = σ(u)``, ``p_y = σ(−u)``. The
-# functions below return ``(ℓ, ∂ℓ/∂z, ∂ℓ/∂γ or None)`` per entry, unweighted and unmasked (the
-# compiled one-pass kernel weights, masks and reduces them); ``log_scale`` bounds the log of
-# the factor the slopes meet downstream, as for the heads. The eager chunks (``focal.py``,
-# ``ldam.py``, ``lmf.py``, ``dual_focal.py``) spell the same losses by value only, for autograd:
-# the equivalence tests hold the two against each other and against float64 references.
-EntryParts = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
-
-
-def _signed_gap(z: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+def signed_gap(z: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     """``u = −(2y − 1) z``."""
     return torch.where(positive, -z, z)
 
 
-def _scalar(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+def scalar(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
     """``value`` as a tensor of ``like``'s dtype (``torch.where`` of two Python floats would
     give the default dtype: float32 constants in a float64 loss)."""
     return torch.as_tensor(value, dtype=like.dtype, device=like.device)
 
 
-def multilabel_focal_entries(
-    z: torch.Tensor,
-    positive: torch.Tensor,
-    *,
-    gamma: torch.Tensor | float,
-    alpha: float | torch.Tensor | None,
-    log_scale: torch.Tensor | float,
-    anchor: Anchor = None,
-) -> EntryParts:
-    """``ℓ = α_y σ(u)^γ softplus(u)`` (``torchvision.ops.sigmoid_focal_loss``)."""
-    value, (slope,), d_gamma = _focal_parts(_signed_gap(z, positive), gamma, log_scale, anchor)
-    slope = torch.where(positive, -slope, slope)
-    if alpha is not None:
-        if isinstance(alpha, torch.Tensor) and alpha.ndim == 1:
-            alpha = class_dim_view(alpha, z.ndim)
-        weight = torch.where(positive, _scalar(alpha, z), 1 - alpha)
-        value, slope = weight * value, weight * slope
-        d_gamma = None if d_gamma is None else weight * d_gamma
-    return value, slope, d_gamma
-
-
-def _ldam_gap(
-    z: torch.Tensor, positive: torch.Tensor, margins: torch.Tensor, scale: float
-) -> torch.Tensor:
-    """``u = −(2y − 1) s (z − Δ_c y)``."""
-    shifted = torch.where(positive, z - class_dim_view(margins, z.ndim), z)
-    return _signed_gap(scale * shifted, positive)
-
-
-def multilabel_ldam_entries(
-    z: torch.Tensor,
-    positive: torch.Tensor,
-    *,
-    gamma: None,
-    margins: torch.Tensor,
-    scale: float,
-    log_scale: torch.Tensor | float,
-    anchor: Anchor = None,
-) -> EntryParts:
-    """``ℓ = BCE(s (z − Δ_c y), y) = softplus(u)``."""
-    gap = _ldam_gap(z, positive, margins, scale)
-    value, (slope,), _ = _focal_parts(gap, 0.0, log_scale, anchor)
-    return value, torch.where(positive, -scale * slope, scale * slope), None
-
-
-def multilabel_lmf_entries(
-    z: torch.Tensor,
-    positive: torch.Tensor,
-    *,
-    gamma: torch.Tensor | float,
-    margins: torch.Tensor,
-    scale: float,
-    focal_scale: float,
-    ldam_weight: float,
-    focal_weight: float,
-    log_scale: torch.Tensor | float,
-    anchor: Anchor = None,
-) -> EntryParts:
-    """``ℓ = λ_ldam BCE(s (z − Δ_c y), y) + λ_focal σ(u_f)^γ softplus(u_f)``, ``u_f`` the gap of
-    ``s_f z`` (:func:`lmf_head` on the two gaps)."""
-    gaps = [_ldam_gap(z, positive, margins, scale), _signed_gap(focal_scale * z, positive)]
-    value, (ldam_slope, focal_slope), d_gamma = lmf_head(
-        gaps,
-        gamma,
-        ldam_weight=ldam_weight,
-        focal_weight=focal_weight,
-        log_scales=[log_scale, log_scale],
-        anchor=anchor,
-    )
-    slope = scale * ldam_slope + focal_scale * focal_slope
-    return value, torch.where(positive, -slope, slope), d_gamma
-
-
-def multilabel_dual_focal_entries(
-    z: torch.Tensor,
-    positive: torch.Tensor,
-    *,
-    gamma: torch.Tensor | float,
-    alpha: float,
-    beta: float,
-    rho: float,
-    log_scale: torch.Tensor | float,
-    anchor: Anchor = None,
-) -> EntryParts:
-    """``ℓ = −y log p − β (1 − y) log(ρ − p) + α |y − p|^γ`` with ``p = σ(z)``: in the gap,
-    ``softplus(u)`` for a positive, ``−β log(ρ − 1 + σ(−u))`` for a negative, plus
-    ``α σ(u)^γ``; slopes ``σ(u)``, ``β σ(u) σ(−u) / (ρ − 1 + σ(−u))`` and ``αγ σ(u)^γ σ(−u)``."""
-    gap = _cutoff(_signed_gap(z, positive), 0.0, log_scale)
-    softplus, log_sig, sig, p_y = sigmoid_parts(gap, anchor)
-    if rho == 1.0:  # −log(1 − p) of a negative is softplus(u) too
-        true_weight = torch.where(positive, 1.0, _scalar(beta, z))
-        value, slope = true_weight * softplus, true_weight * sig
-    else:
-        shifted = (rho - 1.0) + p_y  # ρ − p of a negative, ≥ ρ − 1 > 0
-        value = torch.where(positive, softplus, -beta * anchored(shifted.log(), anchor))
-        slope = sig * torch.where(positive, 1.0, beta * p_y / shifted)
-    d_gamma = None
-    if alpha != 0:
-        if not isinstance(gamma, torch.Tensor) and gamma == 0:
-            value = value + alpha
-        else:
-            power = anchored(_power(sig, log_sig, gamma), anchor)  # |y − p|^γ = σ(u)^γ
-            value = value + alpha * power
-            slope = slope + (alpha * gamma) * power * p_y
-            d_gamma = alpha * power * log_sig
-    return value, torch.where(positive, -slope, slope), d_gamma
+def class_dim_view(vector: torch.Tensor, ndim: int) -> torch.Tensor:
+    """A per-class vector ``(C,)`` shaped to broadcast over ``(N, C, *)`` of rank ``ndim``."""
+    return vector.view(1, -1, *([1] * (ndim - 2)))

@@ -5,67 +5,105 @@ from __future__ import annotations
 import torch
 
 from torch_imbalance._checks import check_range
-from torch_imbalance._reduce import (
-    class_dim_view,
-    mask_multilabel,
-    multilabel_sign,
-    multilabel_valid,
-)
 from torch_imbalance._types import Reduction, Task
-from torch_imbalance.functional._common import (
-    GammaLike,
-    check_gamma,
-    log_sigmoid,
-    log_sigmoid_pair,
-    multilabel_chunk_loss,
-    power_from_log,
-    prepare,
+from torch_imbalance.functional._common import GammaLike, check_gamma, prepare
+from torch_imbalance.functional._gap import GapHead, gap_loss
+from torch_imbalance.functional._math import (
+    Anchor,
+    LogScales,
+    Parts,
+    class_dim_view,
+    cutoff,
+    power,
+    scalar,
+    sigmoid_parts,
+    signed_gap,
 )
-from torch_imbalance.functional._fused import GapHead, reduced_gap_loss
-from torch_imbalance.functional._heads import focal_head, multilabel_focal_entries
+from torch_imbalance.functional._multilabel import multilabel_loss
 
 
-def multilabel_focal_terms(
-    logits: torch.Tensor,
-    sign: torch.Tensor,
-    gamma: GammaLike,
-    alpha: float | torch.Tensor | None,
-) -> torch.Tensor:
-    """Unweighted sigmoid focal loss ``α_y (1 − p_y)^γ BCE(z, y)`` per entry ``(n, C, *)``.
+def focal_law(
+    gap: torch.Tensor,
+    gamma: torch.Tensor | float,
+    log_scale: torch.Tensor | float,
+    anchor: Anchor = None,
+) -> Parts:
+    r"""The focal loss of one element as a law of its gap ``u`` (Lin et al. 2017, eq. 4).
 
-    Args:
-        logits: ``(n, C, *)`` logits ``z``.
-        sign: ``2y − 1`` as floats.
-        gamma: focusing parameter.
-        alpha: weight of the positives (``1 − α`` for negatives), scalar or per class, or None.
+    With :math:`p_t = \sigma(-u)` and :math:`1 - p_t = \sigma(u)`:
+
+    .. math::
+        \ell = (1 - p_t)^\gamma (-\log p_t) = \sigma(u)^\gamma\,\mathrm{softplus}(u),
+
+    and since :math:`\mathrm{softplus}' = \sigma` and :math:`\sigma' = \sigma(u)\,p_t`,
+
+    .. math::
+        \frac{\partial\ell}{\partial u} = \sigma(u)^\gamma
+            \big(\gamma\,p_t\,\mathrm{softplus}(u) + \sigma(u)\big), \qquad
+        \frac{\partial\ell}{\partial\gamma} = \log\sigma(u)\,\ell.
+
+    ``γ = 0`` is cross-entropy (slope ``σ(u)``). Every quantity comes from one ``exp`` and one
+    ``log`` (``_math.sigmoid_parts``); ``u`` is first raised to the cutoff below which the
+    value and slope, times ``e^{log_scale}``, would be subnormal (``_math.cutoff``).
+
+    Returns:
+        ``(ℓ, [∂ℓ/∂u], ∂ℓ/∂γ or None)``.
     """
-    signed = logits * sign
-    if isinstance(gamma, torch.Tensor) or gamma != 0:
-        log_p, log_one_minus_p = log_sigmoid_pair(signed)
-        bce = -power_from_log(log_one_minus_p, gamma) * log_p
-    else:
-        bce = -log_sigmoid(signed)
-    if alpha is None:
-        return bce
-    if isinstance(alpha, torch.Tensor) and alpha.ndim == 1:
-        alpha = class_dim_view(alpha.to(logits.dtype), logits.ndim)
-    return torch.where(sign > 0, alpha * bce, (1 - alpha) * bce)
+    gap = cutoff(gap, gamma, log_scale)
+    cross_entropy, log_one_minus, one_minus, p_t = sigmoid_parts(gap, anchor)
+    if not isinstance(gamma, torch.Tensor) and gamma == 0:
+        return cross_entropy, [one_minus], None
+    modulator = power(one_minus, log_one_minus, gamma)
+    value = modulator * cross_entropy
+    slope = modulator * (gamma * p_t * cross_entropy + one_minus)
+    return value, [slope], log_one_minus * value
 
 
-def _multilabel_focal_chunk(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    *gamma_param: torch.Tensor,
-    gamma: GammaLike,
+def cross_entropy_head(
+    gaps: list[torch.Tensor],
+    gamma: torch.Tensor | float,
+    *,
+    log_scales: LogScales,
+    anchor: Anchor = None,
+) -> Parts:
+    """``ℓ = softplus(u)`` (the focal law at ``γ = 0``) of one head: cross-entropy, LDAM and
+    the prior-adjusted losses (their heads transform the logits)."""
+    assert log_scales is not None
+    return focal_law(gaps[0], 0.0, log_scales[0], anchor)
+
+
+def focal_head(
+    gaps: list[torch.Tensor],
+    gamma: torch.Tensor | float,
+    *,
+    log_scales: LogScales,
+    anchor: Anchor = None,
+) -> Parts:
+    """The softmax focal loss of one head (:func:`focal_law`)."""
+    assert log_scales is not None
+    return focal_law(gaps[0], gamma, log_scales[0], anchor)
+
+
+def multilabel_focal_entries(
+    z: torch.Tensor,
+    positive: torch.Tensor,
+    *,
+    gamma: torch.Tensor | float,
     alpha: float | torch.Tensor | None,
-    weight: torch.Tensor | None,
-    ignore_index: int | None,
-    dtype: torch.dtype,
-) -> torch.Tensor:
-    z = logits.to(dtype)
-    sign = multilabel_sign(target, multilabel_valid(target, ignore_index), dtype)
-    loss = multilabel_focal_terms(z, sign, gamma_param[0] if gamma_param else gamma, alpha)
-    return mask_multilabel(loss, target, weight, ignore_index)
+    log_scale: torch.Tensor | float,
+    anchor: Anchor = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``ℓ = α_y σ(u)^γ softplus(u)`` per entry, ``u = −(2y − 1) z``
+    (``torchvision.ops.sigmoid_focal_loss``): :func:`focal_law` with ``∂u/∂z = −(2y − 1)``."""
+    value, (slope,), d_gamma = focal_law(signed_gap(z, positive), gamma, log_scale, anchor)
+    slope = torch.where(positive, -slope, slope)
+    if alpha is not None:
+        if isinstance(alpha, torch.Tensor) and alpha.ndim == 1:
+            alpha = class_dim_view(alpha, z.ndim)
+        weight = torch.where(positive, scalar(alpha, z), 1 - alpha)
+        value, slope = weight * value, weight * slope
+        d_gamma = None if d_gamma is None else weight * d_gamma
+    return value, slope, d_gamma
 
 
 def check_alpha(alpha: float | torch.Tensor | None, num_classes: int) -> None:
@@ -138,29 +176,20 @@ def focal_loss(
             raise ValueError(
                 "alpha applies to task='multilabel'; for multiclass use weight=(C,) class weights"
             )
-        return reduced_gap_loss(
-            input,
-            target,
-            weight,
-            ignore_index,
-            (GapHead(),),
-            focal_head,
-            dtype,
-            reduction,
-            gamma,
-            checks=checks,
+        heads = (GapHead(),)
+        return gap_loss(
+            input, target, weight, ignore_index, heads, focal_head, dtype, reduction, gamma, checks
         )
     check_alpha(alpha, input.shape[1])
-    return multilabel_chunk_loss(
-        _multilabel_focal_chunk,
+    return multilabel_loss(
         multilabel_focal_entries,
         input,
         target,
         gamma,
         reduction,
         ignore_index,
+        checks,
+        weight,
+        dtype,
         alpha=alpha,
-        weight=weight,
-        dtype=dtype,
-        checks=checks,
     )

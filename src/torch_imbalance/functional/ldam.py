@@ -5,16 +5,12 @@ from __future__ import annotations
 import torch
 
 from torch_imbalance._checks import check_class_counts_match, check_range
-from torch_imbalance._reduce import (
-    class_dim_view,
-    mask_multilabel,
-    multilabel_sign,
-    multilabel_valid,
-)
 from torch_imbalance._types import CountsLike, Reduction, Task
-from torch_imbalance.functional._common import log_sigmoid, multilabel_chunk_loss, prepare
-from torch_imbalance.functional._fused import GapHead, reduced_gap_loss
-from torch_imbalance.functional._heads import cross_entropy_head, multilabel_ldam_entries
+from torch_imbalance.functional._common import prepare
+from torch_imbalance.functional._gap import GapHead, gap_loss
+from torch_imbalance.functional._math import Anchor, class_dim_view, signed_gap
+from torch_imbalance.functional._multilabel import multilabel_loss
+from torch_imbalance.functional.focal import cross_entropy_head, focal_law
 from torch_imbalance.weights import ldam_margins
 
 
@@ -42,30 +38,28 @@ def ldam_head(margins: torch.Tensor, scale: float) -> GapHead:
     return GapHead(scale=scale, shift=scale * margins)
 
 
-def multilabel_ldam_terms(
-    logits: torch.Tensor, sign: torch.Tensor, margins: torch.Tensor, scale: float
+def ldam_gap(
+    z: torch.Tensor, positive: torch.Tensor, margins: torch.Tensor, scale: float
 ) -> torch.Tensor:
-    """Unweighted ``BCE(s · (z − Δ_c y), y)`` per entry ``(n, C, *)``."""
-    shifted = logits - torch.where(sign > 0, class_dim_view(margins, logits.ndim), 0.0)
-    return -log_sigmoid(scale * shifted * sign)
+    """The multi-label LDAM gap ``u = −(2y − 1) s (z − Δ_c y)``."""
+    shifted = torch.where(positive, z - class_dim_view(margins, z.ndim), z)
+    return signed_gap(scale * shifted, positive)
 
 
-def _multilabel_ldam_chunk(
-    logits: torch.Tensor,
-    target: torch.Tensor,
+def multilabel_ldam_entries(
+    z: torch.Tensor,
+    positive: torch.Tensor,
     *,
-    gamma: None,
+    gamma: torch.Tensor | float,
     margins: torch.Tensor,
     scale: float,
-    weight: torch.Tensor | None,
-    ignore_index: int | None,
-    dtype: torch.dtype,
-) -> torch.Tensor:
-    z = logits.to(dtype)
-    sign = multilabel_sign(target, multilabel_valid(target, ignore_index), dtype)
-    return mask_multilabel(
-        multilabel_ldam_terms(z, sign, margins, scale), target, weight, ignore_index
-    )
+    log_scale: torch.Tensor | float,
+    anchor: Anchor = None,
+) -> tuple[torch.Tensor, torch.Tensor, None]:
+    """``ℓ = BCE(s (z − Δ_c y), y) = softplus(u)`` per entry (``gamma`` unused); the slope
+    ``∂ℓ/∂z = −(2y − 1) s σ(u)``."""
+    value, (slope,), _ = focal_law(ldam_gap(z, positive, margins, scale), 0.0, log_scale, anchor)
+    return value, torch.where(positive, -scale * slope, scale * slope), None
 
 
 def ldam_loss(
@@ -120,28 +114,20 @@ def ldam_loss(
     margins = resolve_margins(class_counts, margins, max_margin, input, dtype)
     if task == "multiclass":
         heads = (ldam_head(margins, scale),)
-        return reduced_gap_loss(
-            input,
-            target,
-            weight,
-            ignore_index,
-            heads,
-            cross_entropy_head,
-            dtype,
-            reduction,
+        return gap_loss(
+            input, target, weight, ignore_index, heads, cross_entropy_head, dtype, reduction,
             checks=checks,
-        )
-    return multilabel_chunk_loss(
-        _multilabel_ldam_chunk,
+        )  # fmt: skip
+    return multilabel_loss(
         multilabel_ldam_entries,
         input,
         target,
-        None,
+        0.0,
         reduction,
         ignore_index,
+        checks,
+        weight,
+        dtype,
         margins=margins,
         scale=scale,
-        weight=weight,
-        dtype=dtype,
-        checks=checks,
     )

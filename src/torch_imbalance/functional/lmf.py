@@ -3,67 +3,88 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Literal
 
 import torch
 
 from torch_imbalance._checks import check_range
-from torch_imbalance._reduce import (
-    mask_multilabel,
-    multilabel_sign,
-    multilabel_valid,
-    reduce_multiclass,
-    split_ignored,
-)
 from torch_imbalance._types import CountsLike, Reduction, Task
-from torch_imbalance.functional._common import (
-    GammaLike,
-    check_gamma,
-    multilabel_chunk_loss,
-    power_from_log,
-    prepare,
-    softplus,
-)
-from torch_imbalance.functional._fused import (
-    GapHead,
-    one_pass_gap_loss,
-    one_pass_wanted,
-    reduced_gap_loss,
-    target_gap,
-)
-from torch_imbalance.functional._heads import (
-    cross_entropy_head,
-    focal_head,
-    lmf_head,
-    multilabel_lmf_entries,
-)
-from torch_imbalance.functional.focal import multilabel_focal_terms
-from torch_imbalance.functional.ldam import ldam_head, multilabel_ldam_terms, resolve_margins
+from torch_imbalance.functional._common import GammaLike, check_gamma, prepare
+from torch_imbalance.functional._gap import GapHead, gap_loss
+from torch_imbalance.functional._math import Anchor, LogScales, Parts, signed_gap
+from torch_imbalance.functional._multilabel import multilabel_loss
+from torch_imbalance.functional.focal import focal_law
+from torch_imbalance.functional.ldam import ldam_gap, ldam_head, resolve_margins
 
 Variant = Literal["paper", "official"]
 
 
-def _multilabel_lmf_chunk(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    *gamma_param: torch.Tensor,
-    gamma: GammaLike,
+def lmf_head(
+    gaps: list[torch.Tensor],
+    gamma: torch.Tensor | float,
+    *,
+    ldam_weight: float,
+    focal_weight: float,
+    term_scales: list[torch.Tensor] | None = None,
+    log_scales: LogScales,
+    anchor: Anchor = None,
+) -> Parts:
+    r"""LMF of one element from its two gaps (heads: LDAM's ``s (z − Δ_t e_t)``, focal's
+    ``s_f z``): the paper's eq. (3), a weighted sum of the two laws,
+
+    .. math::
+        \ell = \lambda_{ldam}\,\mathrm{softplus}(u_{ldam})
+              + \lambda_{focal}\,\sigma(u_f)^\gamma\,\mathrm{softplus}(u_f),
+
+    with the slopes of :func:`~torch_imbalance.functional.focal.focal_law` per gap.
+    ``term_scales`` multiply the two terms (each term's own normaliser, as the authors' code
+    has it)."""
+    assert log_scales is not None
+    ldam_log, focal_log = log_scales[0], log_scales[1]
+    # The λs scale the slopes downstream too (``log_scales`` bounds the normalisers).
+    ldam_log = ldam_log + _log(ldam_weight)
+    focal_log = focal_log + _log(focal_weight)
+    if term_scales is not None:
+        ldam_weight = ldam_weight * term_scales[0]  # type: ignore[assignment]
+        focal_weight = focal_weight * term_scales[1]  # type: ignore[assignment]
+    ldam, (ldam_slope,), _ = focal_law(gaps[0], 0.0, ldam_log, anchor)
+    focal, (focal_slope,), focal_d_gamma = focal_law(gaps[1], gamma, focal_log, anchor)
+    value = ldam_weight * ldam + focal_weight * focal
+    d_gamma = None if focal_d_gamma is None else focal_weight * focal_d_gamma
+    return value, [ldam_weight * ldam_slope, focal_weight * focal_slope], d_gamma
+
+
+def _log(value: float) -> float:
+    return math.log(value) if value > 0 else -math.inf
+
+
+def multilabel_lmf_entries(
+    z: torch.Tensor,
+    positive: torch.Tensor,
+    *,
+    gamma: torch.Tensor | float,
     margins: torch.Tensor,
     scale: float,
     focal_scale: float,
     ldam_weight: float,
     focal_weight: float,
-    weight: torch.Tensor | None,
-    ignore_index: int | None,
-    dtype: torch.dtype,
-) -> torch.Tensor:
-    z = logits.to(dtype)
-    sign = multilabel_sign(target, multilabel_valid(target, ignore_index), dtype)
-    focal_logits = z * focal_scale if focal_scale != 1.0 else z
-    gamma_value = gamma_param[0] if gamma_param else gamma
-    focal = multilabel_focal_terms(focal_logits, sign, gamma_value, None)
-    loss = ldam_weight * multilabel_ldam_terms(z, sign, margins, scale) + focal_weight * focal
-    return mask_multilabel(loss, target, weight, ignore_index)
+    log_scale: torch.Tensor | float,
+    anchor: Anchor = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``ℓ = λ_ldam BCE(s (z − Δ_c y), y) + λ_focal σ(u_f)^γ softplus(u_f)`` per entry, ``u_f``
+    the gap of ``s_f z`` (:func:`lmf_head` on the two gaps)."""
+    gaps = [ldam_gap(z, positive, margins, scale), signed_gap(focal_scale * z, positive)]
+    value, (ldam_slope, focal_slope), d_gamma = lmf_head(
+        gaps,
+        gamma,
+        ldam_weight=ldam_weight,
+        focal_weight=focal_weight,
+        log_scales=[log_scale, log_scale],
+        anchor=anchor,
+    )
+    slope = scale * ldam_slope + focal_scale * focal_slope
+    return value, torch.where(positive, -slope, slope), d_gamma
 
 
 def lmf_loss(
@@ -151,91 +172,36 @@ def lmf_loss(
                 "variant='official' reproduces the authors' multiclass code; use "
                 "variant='paper' for task='multilabel'"
             )
-        return multilabel_chunk_loss(
-            _multilabel_lmf_chunk,
+        return multilabel_loss(
             multilabel_lmf_entries,
             input,
             target,
             gamma,
             reduction,
             ignore_index,
+            checks,
+            weight,
+            dtype,
             margins=margins,
             scale=scale,
             focal_scale=focal_scale,
             ldam_weight=ldam_weight,
             focal_weight=focal_weight,
-            weight=weight,
-            dtype=dtype,
-            checks=checks,
         )
     if variant == "official" and weight is not None:
         raise ValueError(
             "variant='official' weights both terms by the LDAM margins; weight must be None"
         )
-    # One pass over the logits for both terms: LDAM sees s·(z − Δ_t e_t), focal sees s_f·z (last,
-    # so the kernel can work on its chunk in place).
+    # One pass over the logits for both terms: LDAM sees s·(z − Δ_t e_t), focal sees s_f·z.
     heads = (ldam_head(margins, scale), GapHead(scale=float(focal_scale)))
+    law = functools.partial(lmf_head, ldam_weight=ldam_weight, focal_weight=focal_weight)
     if variant == "paper":
-        head = functools.partial(lmf_head, ldam_weight=ldam_weight, focal_weight=focal_weight)
-        return reduced_gap_loss(
-            input, target, weight, ignore_index, heads, head, dtype, reduction, gamma, checks=checks
+        return gap_loss(
+            input, target, weight, ignore_index, heads, law, dtype, reduction, gamma, checks
         )
-    if reduction != "none":
-        # LDAM weighted by the margins and divided by their sum, focal weighted by the margins
-        # and divided by the number of labelled elements (the authors' two normalisers): one
-        # compiled pass for both terms, else each term on its own fused kernel.
-        official = functools.partial(lmf_head, ldam_weight=ldam_weight, focal_weight=focal_weight)
-        if one_pass_wanted(input, reduction):
-            normalisers = ("weight", "count") if reduction == "mean" else ("sum",)
-            result = one_pass_gap_loss(
-                input,
-                target,
-                margins,
-                ignore_index,
-                heads,
-                official,
-                dtype,
-                normalisers,
-                gamma,
-                checks,
-            )
-            if result is not None:
-                return result
-        if checks is not None:  # once for both terms (each would otherwise run them)
-            checks()
-        ldam = reduced_gap_loss(
-            input,
-            target,
-            margins,
-            ignore_index,
-            heads[:1],
-            cross_entropy_head,
-            dtype,
-            reduction,
-        )
-        focal = reduced_gap_loss(
-            input,
-            target,
-            margins,
-            ignore_index,
-            heads[1:],
-            focal_head,
-            dtype,
-            "sum",
-            gamma,
-        )
-        if reduction == "mean":
-            labelled = (target != ignore_index).sum().to(focal.dtype)
-            focal = focal / labelled.clamp_min(torch.finfo(focal.dtype).tiny)
-        return ldam_weight * ldam + focal_weight * focal
-    safe_target, valid = split_ignored(target, ignore_index)
-    ldam_gap, focal_gap = target_gap(input, safe_target, heads, dtype)
-    ldam_terms = softplus(ldam_gap)
-    cross_entropy = softplus(focal_gap)
-    # log(1 − p_t) = log σ(u) = u − softplus(u): exact where p_t rounds to 1.
-    focal_terms = power_from_log(focal_gap - cross_entropy, gamma) * cross_entropy
-    ldam = reduce_multiclass(ldam_terms, safe_target, valid, margins, reduction)
-    focal = reduce_multiclass(
-        focal_terms, safe_target, valid, margins, reduction, normalizer="count"
-    )
-    return ldam_weight * ldam + focal_weight * focal
+    # The authors' code: both terms weighted by the margins, LDAM divided by their sum, focal by
+    # the number of labelled elements.
+    return gap_loss(
+        input, target, margins, ignore_index, heads, law, dtype, reduction, gamma, checks,
+        normalisers=("weight", "count"),
+    )  # fmt: skip

@@ -10,8 +10,27 @@ import torch
 from torch_imbalance._checks import as_class_counts, check_class_counts_match, check_range
 from torch_imbalance._types import CountsLike, Reduction
 from torch_imbalance.functional._common import prepare_multiclass
-from torch_imbalance.functional._fused import GapHead, reduced_gap_loss
-from torch_imbalance.functional._heads import cross_entropy_head, poly1_head
+from torch_imbalance.functional._gap import GapHead, gap_loss
+from torch_imbalance.functional._math import Anchor, LogScales, Parts, cutoff, sigmoid_parts
+from torch_imbalance.functional.focal import cross_entropy_head
+
+
+def poly1_head(
+    gaps: list[torch.Tensor],
+    gamma: torch.Tensor | float,
+    *,
+    epsilon: float,
+    log_scales: LogScales,
+    anchor: Anchor = None,
+) -> Parts:
+    r"""Poly-1 (Leng et al. 2022, eq. 3) of one element as a law of its gap ``u``:
+    :math:`\ell = -\log p_t + \epsilon (1 - p_t) = \mathrm{softplus}(u) + \epsilon\,\sigma(u)`,
+    slope :math:`\sigma(u) + \epsilon\,\sigma(u)\,p_t` (``gamma`` unused)."""
+    assert log_scales is not None
+    gap = cutoff(gaps[0], 0.0, log_scales[0])
+    cross_entropy, _, one_minus, p_t = sigmoid_parts(gap, anchor)
+    slope = one_minus * (1 + epsilon * p_t)
+    return cross_entropy + epsilon * one_minus, [slope], None
 
 
 def log_prior_offset(
@@ -48,17 +67,10 @@ def offset_cross_entropy(
     )
     check_class_counts_match(offset, input, "class_counts")
     heads = (GapHead(offset=offset.to(device=input.device, dtype=dtype)),)
-    return reduced_gap_loss(
-        input,
-        target,
-        weight,
-        ignore_index,
-        heads,
-        cross_entropy_head,
-        dtype,
-        reduction,
+    return gap_loss(
+        input, target, weight, ignore_index, heads, cross_entropy_head, dtype, reduction,
         checks=checks,
-    )
+    )  # fmt: skip
 
 
 def balanced_softmax_loss(
@@ -188,6 +200,6 @@ def poly1_loss(
         input, target, weight, ignore_index, reduction, validate
     )
     head = functools.partial(poly1_head, epsilon=epsilon)  # softplus(u) + ε σ(u)
-    return reduced_gap_loss(
+    return gap_loss(
         input, target, weight, ignore_index, (GapHead(),), head, dtype, reduction, checks=checks
     )

@@ -8,7 +8,7 @@ from torch import nn
 
 from torch_imbalance._checks import as_class_counts, check_range
 from torch_imbalance._types import Task
-from torch_imbalance.functional._compiled import label_counts
+from torch_imbalance.functional._counts import label_counts
 
 #: Frequencies are floored here so that a class absent from the data gets a large, finite weight.
 MIN_FREQUENCY = 1e-6
@@ -66,15 +66,27 @@ class AdaptiveClassWeights(nn.Module):
         self.power = power
 
     @torch.no_grad()
-    def update(self, target: torch.Tensor, ignore_index: int | None, task: Task) -> None:
-        """Fold the class frequencies of ``target`` into the running estimate."""
+    def count(self, target: torch.Tensor, ignore_index: int | None, task: Task) -> torch.Tensor:
+        """The labels of ``target`` per class ``(C,)`` (multi-label: the positives)."""
         num_classes = self.frequencies.numel()
         if task == "multiclass":
-            counts = label_counts(target, num_classes, ignore_index)
-        else:
-            positive = target == 1
-            counts = positive.transpose(0, 1).reshape(num_classes, -1).sum(1)
-        counts = counts.to(self.frequencies)
+            return label_counts(target, num_classes, ignore_index)
+        positive = target == 1
+        return positive.transpose(0, 1).reshape(num_classes, -1).sum(1).float()
+
+    @torch.no_grad()
+    def update(
+        self,
+        target: torch.Tensor,
+        ignore_index: int | None,
+        task: Task,
+        counts: torch.Tensor | None = None,
+    ) -> None:
+        """Fold the class frequencies of ``target`` into the running estimate (``counts``: its
+        :meth:`count`, where the caller has it already)."""
+        if counts is None:
+            counts = self.count(target, ignore_index, task)
+        counts = counts.to(self.frequencies, copy=True)  # all-reduced in place below
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(counts, op=dist.ReduceOp.SUM)
         total = counts.sum()

@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from torch_imbalance._checks import check_range
+from torch_imbalance._checks import check_range, squeeze_target_channel
 from torch_imbalance._types import CountsLike, Reduction, Task
 from torch_imbalance.functional.dual_focal import check_dual_focal_args, dual_focal_loss
 from torch_imbalance.losses._base import GammaMixin, ImbalanceLoss
@@ -113,6 +113,11 @@ class DualFocalLoss(GammaMixin, ImbalanceLoss):
         return self.adaptive.weights() if self.adaptive is not None else self.weight
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        counts = None
+        if self.adaptive is not None and self.task == "multiclass":
+            # One count of the batch's labels serves the mean's divisor and the update.
+            labels = squeeze_target_channel(input, target)
+            counts = self.adaptive.count(labels, self.ignore_index, self.task)
         loss = dual_focal_loss(
             input,
             target,
@@ -121,10 +126,11 @@ class DualFocalLoss(GammaMixin, ImbalanceLoss):
             gamma=self.gamma,
             rho=self.rho,
             **{**self.conventions(), "weight": self.current_weight()},
+            batch_counts=counts,
         )
         # Update after the loss has validated the targets, so bad labels never reach the estimate.
         if self.adaptive is not None and self.training:
-            self.adaptive.update(target, self.ignore_index, self.task)
+            self.adaptive.update(target, self.ignore_index, self.task, counts)
         return loss
 
     def extra_repr(self) -> str:
