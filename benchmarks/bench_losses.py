@@ -300,7 +300,12 @@ def memory_of(
         "--threads",
         str(threads),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    # A fixed mmap threshold: every large buffer is mapped on allocation and unmapped on free.
+    # glibc otherwise raises the threshold after the first large free and serves later buffers
+    # from memory it kept, which the warm-up call freed: a case that allocates only buffers of
+    # the warm-up's sizes (F.cross_entropy on seg-4) then shows no growth at all.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 17)}
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if result.returncode != 0:
         print(f"  memory of {case!r} failed: {result.stderr.strip().splitlines()[-1:]}")
         return None
