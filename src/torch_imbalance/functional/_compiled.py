@@ -92,7 +92,12 @@ def get_compile_mode() -> CompileMode:
 
 def torch_is_tested(version: str | None = None) -> bool:
     """Whether ``version`` (default: the installed torch) is in :data:`TESTED_TORCH`."""
-    release = (version or torch.__version__).split("+")[0].split(".")
+    return _in_tested_range(version or torch.__version__)
+
+
+@functools.lru_cache(maxsize=8)
+def _in_tested_range(version: str) -> bool:  # parsed once: asked on every loss call
+    release = version.split("+")[0].split(".")
     major_minor = (int(release[0]), int(release[1]))
     return TESTED_TORCH[0] <= major_minor <= TESTED_TORCH[1]
 
