@@ -68,8 +68,50 @@ def normaliser_factors(
     same labels), else they are counted here."""
     if all(kind == "sum" for kind in normalisers):
         return None
+    if counts is None and _compiled.wants_compiled(target) and classes <= MASKED_SUM_CLASSES:
+        # Counts and factors in one compiled call: on a GPU each of the factors' few scalar
+        # operations would be a kernel launch of its own.
+        key = ("normaliser-factors", classes, ignore_index, normalisers, dtype)
+        try:
+            kernel = _compiled.compiled_kernel(
+                key,
+                _counted_factors,
+                num_classes=classes,
+                ignore_index=ignore_index,
+                normalisers=normalisers,
+                dtype=dtype,
+            )
+            factors = kernel(target, class_weight)
+        except Exception as error:
+            _compiled.mark_broken(error)
+        else:
+            _compiled.record_run("compiled-counts")
+            return factors
     if counts is None:
         counts = label_counts(target, classes, ignore_index)
+    return _factors(counts, class_weight, normalisers, dtype)
+
+
+def _counted_factors(  # pragma: no cover (compiled)
+    target: torch.Tensor,
+    class_weight: torch.Tensor | None,
+    *,
+    num_classes: int,
+    ignore_index: int,
+    normalisers: tuple[str, ...],
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    counts = _masked_counts(target, num_classes=num_classes, ignore_index=ignore_index)
+    return _factors(counts, class_weight, normalisers, dtype)
+
+
+def _factors(
+    counts: torch.Tensor,
+    class_weight: torch.Tensor | None,
+    normalisers: tuple[str, ...],
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """The normalisers' factors from the label counts (see :func:`normaliser_factors`)."""
     counts = counts.to(dtype)
     total = counts.sum()
     weight_total = total if class_weight is None else (counts * class_weight).sum()
