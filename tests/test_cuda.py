@@ -85,7 +85,8 @@ def test_cuda_float32_dense_auto_path(mode, case, task):
     loss, grad = _run(case, task, z.to(CUDA), t.to(CUDA), weight.float().to(CUDA), "mean")
     runs = _compiled.kernel_runs()
     assert not _compiled.compile_broken(), _compiled._state["broken"]
-    assert runs.get("compiled-one-pass", 0) == 1, runs
+    # "auto" compiles on the tested torch range only (a GPU machine may have an older torch).
+    assert runs.get("compiled-one-pass", 0) == int(_compiled.torch_is_tested()), runs
     assert loss.dtype == torch.float32 and grad.dtype == torch.float32
     torch.testing.assert_close(loss.double().cpu(), expected, rtol=2e-5, atol=1e-6)
     scale = expected_grad.abs().max()

@@ -577,20 +577,27 @@ def test_inductor_options_this_torch_lacks_are_logged_once_and_left_out(mode, mo
 
 
 def test_untested_torch_falls_back_to_eager_with_one_note(mode, monkeypatch, caplog):
-    """Outside the tested torch range the eager driver serves (same results), said once."""
+    """Outside the tested torch range "auto" runs the eager driver (same results), said once;
+    "always" compiles anyway (a user who insists, a GPU machine's older torch), said once."""
     assert _compiled.torch_is_tested("2.13.0") and _compiled.torch_is_tested("2.14.1+cu130")
     assert not _compiled.torch_is_tested("2.4.1") and not _compiled.torch_is_tested("3.0.0")
     monkeypatch.setattr(_compiled.torch, "__version__", "2.99.0")
     monkeypatch.setattr(_compiled, "_said", set())
-    mode("always")
+    monkeypatch.setattr(_compiled, "MIN_COMPILED_ELEMENTS", 0)
+    mode("auto")
     z, t = make_batch("multiclass", (2, 3, 4, 5), 0.1)
     _compiled.kernel_runs(reset=True)
     with caplog.at_level("WARNING", logger="torch_imbalance"):
         TF.focal_loss(z, t)
         TF.focal_loss(z, t)
-    runs = _compiled.kernel_runs()
-    assert runs.get("eager-one-pass", 0) == 2 and runs.get("compiled-one-pass", 0) == 0
-    assert sum("tested on torch" in r.getMessage() for r in caplog.records) == 1
+        runs = _compiled.kernel_runs(reset=True)
+        assert runs.get("eager-one-pass", 0) == 2 and runs.get("compiled-one-pass", 0) == 0
+        mode("always")
+        TF.focal_loss(z, t)
+        TF.focal_loss(z, t)
+    assert _compiled.kernel_runs().get("compiled-one-pass", 0) == 2
+    notes = [r.getMessage() for r in caplog.records if "tested on torch" in r.getMessage()]
+    assert len(notes) == 2 and "eager" in notes[0] and "compiling as asked" in notes[1], notes
 
 
 @pytest.mark.parametrize(

@@ -27,8 +27,8 @@ logger = logging.getLogger("torch_imbalance")
 
 CompileMode = Literal["auto", "always", "never"]
 
-#: The torch releases the compiled kernels are tested on (``bash scripts/test.sh`` runs the
-#: loss-core tests on both ends). Outside it the eager driver serves, with one note.
+#: The torch releases the compiled kernels are tested on (CI runs the loss-core tests on both
+#: ends). Outside it ``"auto"`` runs the eager driver, with one note; ``"always"`` compiles anyway.
 TESTED_TORCH = ((2, 13), (2, 14))
 
 #: Smallest input (in logits) that ``"auto"`` compiles. Measured on 2 CPU threads, the compiled
@@ -115,12 +115,18 @@ def wants_compiled(logits: torch.Tensor) -> bool:
         return False
     if not torch_is_tested():
         low, high = (".".join(map(str, v)) for v in TESTED_TORCH)
-        _say_once(
-            "untested-torch",
-            f"torch_imbalance: the compiled loss kernels are tested on torch {low} to {high}, "
-            f"not {torch.__version__}; the eager kernels serve (same results, slower).",
+        tested = (
+            f"the compiled loss kernels are tested on torch {low} to {high}, "
+            f"not {torch.__version__}"
         )
-        return False
+        if mode == "auto":
+            _say_once(
+                "untested-torch",
+                f"torch_imbalance: {tested}; the eager kernels serve (same results, slower; "
+                "TORCH_IMBALANCE_COMPILE=always compiles anyway).",
+            )
+            return False
+        _say_once("untested-torch-always", f"torch_imbalance: {tested}; compiling as asked.")
     if mode == "always":
         return True
     return logits.numel() >= MIN_COMPILED_ELEMENTS and logits.device.type in ("cpu", "cuda")
