@@ -65,16 +65,15 @@ def multilabel_body(
         z, positive, log_scale=log_upstream, anchor=anchor, **law_settings
     )
     inverse_numel = factors if factors is not None else 1.0 / max(target.numel(), 1)
-    multiplier = weight * inverse_numel if mean else weight
-    if upstream is not None:
-        multiplier = multiplier * upstream.to(dtype)
+    upstream_weight = weight if upstream is None else weight * upstream.to(dtype)
+    multiplier = upstream_weight * inverse_numel if mean else upstream_weight
     grad = (slope * multiplier).to(logits.dtype)
     if not wants_gamma:
         d_gamma = None
     elif d_gamma is None:  # Dual Focal with α = 0: no term depends on γ
         d_gamma = torch.zeros_like(value)
     else:
-        d_gamma = d_gamma * (weight if upstream is None else weight * upstream.to(dtype))
+        d_gamma = d_gamma * upstream_weight
         if mean and valid is None:
             d_gamma = d_gamma * inverse_numel
     values = anchor(flagged(value * weight, bad)) if anchor else flagged(value * weight, bad)

@@ -68,8 +68,7 @@ def cross_entropy_head(
 ) -> Parts:
     """``ℓ = softplus(u)`` (the focal law at ``γ = 0``) of one head: cross-entropy, LDAM and
     the prior-adjusted losses (their heads transform the logits)."""
-    assert log_scales is not None
-    return focal_law(gaps[0], 0.0, log_scales[0], anchor)
+    return focal_head(gaps, 0.0, log_scales=log_scales, anchor=anchor)
 
 
 def focal_head(
