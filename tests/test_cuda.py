@@ -126,6 +126,76 @@ def test_every_registry_module_moves_to_cuda_and_trains(name):
     cpu_loss.load_state_dict({k: v.cpu() for k, v in loss.state_dict().items()})
 
 
+@pytest.mark.parametrize("name", ti.available_losses())
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_loss_calls_never_wait_for_the_device(mode, name, reduction):
+    """A training call (forward and backward, validate=True, both paths) makes no host sync:
+    the value checks are device-side asserts (``_driver.check_flag``)."""
+    if CUDA.type != "cuda":
+        pytest.skip("sync debug mode needs CUDA")
+    drw = name in ("ldam_drw", "lmf_drw")
+    loss = ti.build_loss(name, COUNTS[4], **({"total_epochs": 10} if drw else {})).to(CUDA)
+    loss.reduction = reduction
+    z, t = make_batch("multiclass", (2, 4, 32, 32), 0.1, dtype=torch.float32)
+    z, t = z.to(CUDA).requires_grad_(), t.to(CUDA)
+    for path in ("never", "always"):
+        mode(path)
+        loss(z, t).sum().backward()  # compile and warm up outside the sync check
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            loss(z, t).sum().backward()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
+def test_invalid_label_fails_on_the_device():
+    """An out-of-range label trips the device-side assert (in a child process: a failed device
+    assert ends its CUDA context)."""
+    if CUDA.type != "cuda":
+        pytest.skip("device-side asserts need CUDA")
+    import subprocess
+    import sys
+
+    script = (
+        "import torch, torch_imbalance as ti\n"
+        "z = torch.randn(8, 4, device='cuda')\n"
+        "t = torch.tensor([0, 1, 2, 3, 0, 1, 2, 7], device='cuda')\n"
+        "ti.FocalLoss()(z, t)\n"
+        "torch.cuda.synchronize()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "device-side assert" in done.stderr or "label out of range" in done.stderr
+
+
+@pytest.mark.parametrize("name", ["focal", "lmf", "dual_focal"])
+def test_training_step_under_reduce_overhead(name):
+    """A whole training step (model, our loss, backward) under
+    ``torch.compile(mode="reduce-overhead")`` (CUDA graphs) gives eager's loss and gradients."""
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 4, 3, padding=1).to(CUDA)
+    loss = ti.build_loss(name, COUNTS[4]).to(CUDA)
+
+    def step(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        value = loss(model(x), t)
+        value.backward()
+        return value.detach()
+
+    compiled = torch.compile(step, mode="reduce-overhead")
+    for seed in range(3):  # the graph is recorded on a warm-up call, then replayed
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randn(2, 3, 16, 16, generator=generator).to(CUDA)
+        t = torch.randint(0, 4, (2, 16, 16), generator=generator).to(CUDA)
+        model.zero_grad()
+        expected = step(x, t)
+        expected_grad = model.weight.grad.clone()
+        model.zero_grad()
+        got = compiled(x, t).clone()
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(model.weight.grad, expected_grad, rtol=1e-3, atol=1e-5)
+
+
 @pytest.mark.slow
 def test_classification_training_on_cuda(tmp_path):
     from torch_imbalance.cli.main import main

@@ -93,6 +93,15 @@ def test_auto_mode_compiles_only_large_inputs(mode, monkeypatch):
     assert not _compiled.wants_compiled(small)
 
 
+def test_auto_mode_compiles_every_cuda_input():
+    """On CUDA the eager driver's small operations are kernel launches each: "auto" compiles
+    every size there, and only large inputs on the CPU."""
+    assert _compiled.auto_compiles("cuda", 1)
+    assert not _compiled.auto_compiles("cpu", _compiled.MIN_COMPILED_ELEMENTS - 1)
+    assert _compiled.auto_compiles("cpu", _compiled.MIN_COMPILED_ELEMENTS)
+    assert not _compiled.auto_compiles("mps", 1 << 30)
+
+
 def test_failed_compile_warns_once_and_falls_back(mode, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler here")

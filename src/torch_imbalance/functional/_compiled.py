@@ -31,10 +31,11 @@ CompileMode = Literal["auto", "always", "never"]
 #: ends). Outside it ``"auto"`` runs the eager driver, with one note; ``"always"`` compiles anyway.
 TESTED_TORCH = ((2, 13), (2, 14))
 
-#: Smallest input (in logits) that ``"auto"`` compiles. Measured on 2 CPU threads, the compiled
-#: kernels beat the eager chunks at every size; below 64 Ki logits (classification batches) the
-#: few-second compile per configuration and shape is not worth it for a short run, above it (any
-#: segmentation batch) it is.
+#: Smallest CPU input (in logits) that ``"auto"`` compiles. Measured on 2 CPU threads, the
+#: compiled kernels beat the eager chunks at every size; below 64 Ki logits (classification
+#: batches) the few-second compile per configuration and shape is not worth it for a short run,
+#: above it (any segmentation batch) it is. On CUDA every input is compiled: there the eager
+#: driver's hundred-odd small operations are as many kernel launches per call.
 MIN_COMPILED_ELEMENTS = 1 << 16
 
 #: Inductor options that recompute element-wise values in each consumer instead of keeping them
@@ -66,8 +67,8 @@ def set_compile_mode(mode: CompileMode) -> None:
     """Choose when the losses run on compiled kernels.
 
     Args:
-        mode: ``"auto"`` (inputs of at least ``MIN_COMPILED_ELEMENTS`` logits on CPU or CUDA),
-            ``"always"`` or ``"never"``.
+        mode: ``"auto"`` (every CUDA input; CPU inputs of at least ``MIN_COMPILED_ELEMENTS``
+            logits), ``"always"`` or ``"never"``.
 
     Example:
         >>> import torch_imbalance as ti
@@ -127,9 +128,13 @@ def wants_compiled(logits: torch.Tensor) -> bool:
             )
             return False
         _say_once("untested-torch-always", f"torch_imbalance: {tested}; compiling as asked.")
-    if mode == "always":
-        return True
-    return logits.numel() >= MIN_COMPILED_ELEMENTS and logits.device.type in ("cpu", "cuda")
+    return mode == "always" or auto_compiles(logits.device.type, logits.numel())
+
+
+def auto_compiles(device_type: str, elements: int) -> bool:
+    """What ``"auto"`` compiles: every CUDA input, CPU inputs of at least
+    :data:`MIN_COMPILED_ELEMENTS` logits."""
+    return device_type == "cuda" or (device_type == "cpu" and elements >= MIN_COMPILED_ELEMENTS)
 
 
 def record_run(path: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from torch_imbalance.functional import _compiled
@@ -21,7 +23,7 @@ def label_counts(target: torch.Tensor, num_classes: int, ignore_index: int | Non
         key = ("label-counts", num_classes, ignore_index)
         try:
             kernel = _compiled.compiled_kernel(
-                key, _masked_counts, num_classes=num_classes, ignore_index=ignore_index
+                key, _count, num_classes=num_classes, ignore_index=ignore_index, masked=True
             )
             counts = kernel(target)
         except Exception as error:
@@ -29,7 +31,25 @@ def label_counts(target: torch.Tensor, num_classes: int, ignore_index: int | Non
         else:
             _compiled.record_run("compiled-counts")
             return counts
-    flat = target.reshape(-1).long()
+    return _count(target, num_classes=num_classes, ignore_index=ignore_index, masked=False)
+
+
+def _count(
+    target: torch.Tensor, *, num_classes: int, ignore_index: int | None, masked: bool
+) -> torch.Tensor:
+    """:func:`label_counts`: ``masked`` (for a compiled kernel, few classes): one masked sum
+    per class, which the compiler runs as one loop with an accumulator per class; else one
+    ``scatter_add`` into a bin per class."""
+    flat = target.reshape(-1)
+    if masked and num_classes <= MASKED_SUM_CLASSES:
+        zero = torch.zeros((), dtype=torch.float32, device=target.device)
+        return torch.stack(
+            [
+                zero if c == ignore_index else (flat == c).sum().to(torch.float32)
+                for c in range(num_classes)
+            ]
+        )
+    flat = flat.long()
     keep = (flat >= 0) & (flat < num_classes)
     if ignore_index is not None:
         keep &= flat != ignore_index
@@ -39,85 +59,48 @@ def label_counts(target: torch.Tensor, num_classes: int, ignore_index: int | Non
     return counts[:num_classes]
 
 
-def _masked_counts(  # pragma: no cover (compiled)
-    target: torch.Tensor, *, num_classes: int, ignore_index: int | None
-) -> torch.Tensor:
-    flat = target.reshape(-1)
-    zero = torch.zeros((), dtype=torch.float32, device=target.device)
-    return torch.stack(
-        [
-            zero if c == ignore_index else (flat == c).sum().to(torch.float32)
-            for c in range(num_classes)
-        ]
-    )
+@dataclass(frozen=True)
+class Normalisers:
+    """How a reduced loss is normalised, per term: ``"sum"`` (factor 1), ``"weight"``
+    (``1 / Σ w`` over the labelled elements, ``F.cross_entropy``'s mean), ``"count"``
+    (``1 / count`` of the labelled elements) or ``"numel"`` (``1 / numel`` of the target: a
+    multi-label mean's gradient scale). The driver computes the factors inside the compiled
+    kernel (no second call; on a GPU each of their few scalar operations would otherwise be a
+    kernel launch), or once before the eager chunks.
+    """
 
+    kinds: tuple[str, ...]
+    classes: int
+    ignore_index: int | None
+    dtype: torch.dtype
 
-def normaliser_factors(
-    target: torch.Tensor,
-    class_weight: torch.Tensor | None,
-    classes: int,
-    ignore_index: int,
-    normalisers: tuple[str, ...],
-    dtype: torch.dtype,
-    counts: torch.Tensor | None = None,
-) -> torch.Tensor | None:
-    """Per normaliser, the factor of its terms: 1 (``"sum"``), ``1 / Σ w`` (``"weight"``) or
-    ``1 / count`` (``"count"``) over the labelled elements, as ``(len(normalisers),)`` in
-    ``dtype`` (None when all are sums); with no host sync. ``counts``: the batch's
-    :func:`label_counts` where the caller has them already (adaptive class weights count the
-    same labels), else they are counted here."""
-    if all(kind == "sum" for kind in normalisers):
-        return None
-    if counts is None and _compiled.wants_compiled(target) and classes <= MASKED_SUM_CLASSES:
-        # Counts and factors in one compiled call: on a GPU each of the factors' few scalar
-        # operations would be a kernel launch of its own.
-        key = ("normaliser-factors", classes, ignore_index, normalisers, dtype)
-        try:
-            kernel = _compiled.compiled_kernel(
-                key,
-                _counted_factors,
-                num_classes=classes,
-                ignore_index=ignore_index,
-                normalisers=normalisers,
-                dtype=dtype,
+    def __call__(
+        self,
+        target: torch.Tensor,
+        class_weight: torch.Tensor | None,
+        counts: torch.Tensor | None,
+        *,
+        compiled: bool,
+    ) -> torch.Tensor | None:
+        """The factors ``(len(kinds),)`` in ``dtype``, or None when all are sums. ``counts``:
+        the batch's :func:`label_counts` where the caller has them already (adaptive class
+        weights count the same labels), else counted here (no host sync)."""
+        if all(kind == "sum" for kind in self.kinds):
+            return None
+        one = torch.ones((), dtype=self.dtype, device=target.device)
+        if self.kinds == ("numel",):
+            return (one / max(target.numel(), 1)).reshape(1)
+        if counts is None:
+            counts = _count(
+                target, num_classes=self.classes, ignore_index=self.ignore_index, masked=compiled
             )
-            factors = kernel(target, class_weight)
-        except Exception as error:
-            _compiled.mark_broken(error)
-        else:
-            _compiled.record_run("compiled-counts")
-            return factors
-    if counts is None:
-        counts = label_counts(target, classes, ignore_index)
-    return _factors(counts, class_weight, normalisers, dtype)
-
-
-def _counted_factors(  # pragma: no cover (compiled)
-    target: torch.Tensor,
-    class_weight: torch.Tensor | None,
-    *,
-    num_classes: int,
-    ignore_index: int,
-    normalisers: tuple[str, ...],
-    dtype: torch.dtype,
-) -> torch.Tensor:
-    counts = _masked_counts(target, num_classes=num_classes, ignore_index=ignore_index)
-    return _factors(counts, class_weight, normalisers, dtype)
-
-
-def _factors(
-    counts: torch.Tensor,
-    class_weight: torch.Tensor | None,
-    normalisers: tuple[str, ...],
-    dtype: torch.dtype,
-) -> torch.Tensor:
-    """The normalisers' factors from the label counts (see :func:`normaliser_factors`)."""
-    counts = counts.to(dtype)
-    total = counts.sum()
-    weight_total = total if class_weight is None else (counts * class_weight).sum()
-    tiny = torch.finfo(dtype).tiny
-    totals = {"weight": weight_total, "count": total}
-    one = torch.ones((), dtype=dtype, device=counts.device)
-    return torch.stack(
-        [one if kind == "sum" else 1.0 / totals[kind].clamp_min(tiny) for kind in normalisers]
-    )
+        counts = counts.to(self.dtype)
+        total = counts.sum()
+        totals = {
+            "weight": total if class_weight is None else (counts * class_weight).sum(),
+            "count": total,
+        }
+        tiny = torch.finfo(self.dtype).tiny
+        return torch.stack(
+            [one if kind == "sum" else 1.0 / totals[kind].clamp_min(tiny) for kind in self.kinds]
+        )

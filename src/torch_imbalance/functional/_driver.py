@@ -33,6 +33,11 @@ from torch.autograd.function import once_differentiable
 from torch_imbalance._types import Reduction
 from torch_imbalance.functional import _compiled
 from torch_imbalance.functional._compiled import mark_broken, record_run, wants_compiled
+from torch_imbalance.functional._counts import Normalisers
+
+#: What the normalisers' factors are computed from besides the labels: the class weights and
+#: the batch's label counts where the caller has them (each may be None).
+FactorInputs = tuple[torch.Tensor | None, torch.Tensor | None]
 
 #: Logit values per chunk: 256 Ki (1 MiB in float32) keeps each temporary in cache.
 CHUNK_ELEMENTS = 1 << 18
@@ -67,19 +72,30 @@ class Body:
 
     ``settings`` are keyword values (hashable through :func:`key_of`: the compiled kernels are
     cached on them); ``options``: inductor options for its compiled form; ``tag``: anything
-    else its compiled form is built per (an unrolled kernel's class count).
+    else its compiled form is built per (an unrolled kernel's class count); ``normalisers``:
+    how the body's ``factors`` are computed from the labels (None: the body takes none).
     """
 
     function: Callable[..., BodyOutput]
     settings: tuple[tuple[str, Any], ...]
     options: tuple[tuple[str, Any], ...] = ()
     tag: Hashable = None
+    normalisers: Normalisers | None = None
 
     def __call__(self, *args: Any, compiled: bool) -> BodyOutput:
         return self.function(*args, compiled=compiled, **dict(self.settings))
 
     def key(self) -> Hashable:
-        return (self.function, key_of(self.settings), self.options, self.tag)
+        return (self.function, key_of(self.settings), self.options, self.tag, self.normalisers)
+
+    def factors(
+        self, target: torch.Tensor, factor_inputs: FactorInputs, *, compiled: bool
+    ) -> torch.Tensor | None:
+        """The normalisers' factors for the whole ``target`` (computed in the compiled kernel,
+        or once before the eager chunks)."""
+        if self.normalisers is None:
+            return None
+        return self.normalisers(target, *factor_inputs, compiled=compiled)
 
 
 def key_of(value: Any) -> Hashable:
@@ -156,12 +172,14 @@ def _sums(out: BodyOutput) -> tuple[torch.Tensor, torch.Tensor | None, torch.Ten
 def _one_pass(  # pragma: no cover (compiled)
     logits: torch.Tensor,
     target: torch.Tensor,
-    factors: torch.Tensor | None,
+    factor_inputs: FactorInputs,
     gamma: torch.Tensor,
     *tensors: Any,
     body: Body,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
-    """A reduced loss, its gradient, ``∂/∂γ``, an invalid-input flag and the gradient factor."""
+    """A reduced loss, its gradient, ``∂/∂γ``, an invalid-input flag and the gradient factor
+    (the normalisers' factors too: one compiled call per loss call)."""
+    factors = body.factors(target, factor_inputs, compiled=True)
     out = body(logits, target, factors, None, gamma, *tensors, compiled=True)
     total, d_total, count = _sums(out)
     loss, d_total, factor = _finish(total, d_total, count, target.numel())
@@ -171,25 +189,27 @@ def _one_pass(  # pragma: no cover (compiled)
 def _elements(  # pragma: no cover (compiled)
     logits: torch.Tensor,
     target: torch.Tensor,
-    factors: torch.Tensor | None,
+    factor_inputs: FactorInputs,
     gamma: torch.Tensor,
     *tensors: Any,
     body: Body,
 ) -> torch.Tensor:
     """Per-element values (the compiler drops the gradient it is not asked for)."""
+    factors = body.factors(target, factor_inputs, compiled=True)
     return body(logits, target, factors, None, gamma, *tensors, compiled=True).values
 
 
 def _gradient(  # pragma: no cover (compiled)
     logits: torch.Tensor,
     target: torch.Tensor,
-    factors: torch.Tensor | None,
+    factor_inputs: FactorInputs,
     upstream: torch.Tensor,
     gamma: torch.Tensor,
     *tensors: Any,
     body: Body,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The gradient of ``Σ values · upstream`` with respect to the logits and to γ."""
+    factors = body.factors(target, factor_inputs, compiled=True)
     out = body(logits, target, factors, upstream, gamma, *tensors, compiled=True)
     return out.grad, None if out.d_gamma is None else out.d_gamma.sum()
 
@@ -205,7 +225,7 @@ def _eager(
     body: Body,
     logits: torch.Tensor,
     target: torch.Tensor,
-    factors: torch.Tensor | None,
+    factor_inputs: FactorInputs,
     upstream: torch.Tensor | None,
     gamma: torch.Tensor,
     tensors: tuple[Any, ...],
@@ -214,6 +234,7 @@ def _eager(
     """The body chunk by chunk: per-element values (of ``values_shape``, None: only their
     sums), the gradient, and the sums ``(total, ∂/∂γ, count)`` (None where the body has
     none)."""
+    factors = body.factors(target, factor_inputs, compiled=False)
     batch, classes, spatial = logits.shape
     grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
     values = None if values_shape is None else logits.new_empty(values_shape, dtype=gamma.dtype)
@@ -238,7 +259,7 @@ def _reduced_outputs(
     body: Body,
     logits: torch.Tensor,
     target: torch.Tensor,
-    factors: torch.Tensor | None,
+    factor_inputs: FactorInputs,
     gamma: torch.Tensor,
     tensors: tuple[Any, ...],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
@@ -246,7 +267,7 @@ def _reduced_outputs(
     on the eager chunks."""
     if logits.numel() > 0 and wants_compiled(logits):
         try:
-            outputs = _kernel(_one_pass, body)(logits, target, factors, gamma, *tensors)
+            outputs = _kernel(_one_pass, body)(logits, target, factor_inputs, gamma, *tensors)
         except Exception as error:
             mark_broken(error)
         else:
@@ -254,7 +275,7 @@ def _reduced_outputs(
             return outputs
     record_run("eager-one-pass")
     _, grad, total, d_total, count = _eager(
-        body, logits, target, factors, None, gamma, tensors, None
+        body, logits, target, factor_inputs, None, gamma, tensors, None
     )
     loss, d_total, factor = _finish(total, d_total, count, target.numel())
     return loss, grad, d_total, ~torch.isfinite(loss), factor
@@ -321,7 +342,7 @@ def run_body(
     body: Body,
     logits: torch.Tensor,
     target: torch.Tensor,
-    factors: torch.Tensor | None,
+    factor_inputs: FactorInputs,
     gamma: torch.Tensor | float,
     tensors: tuple[Any, ...],
     reduction: Reduction,
@@ -335,19 +356,22 @@ def run_body(
         body: the loss (see :class:`Body`).
         logits: ``(N, C, *)``.
         target: ``(N, 1, *)`` class indices or ``(N, C, *)`` 0/1 labels.
-        factors: the normalisers' factors (``_counts.normaliser_factors``), or None.
+        factor_inputs: the class weights and label counts (each may be None) from which
+            ``body.normalisers`` computes the factors of a mean.
         gamma: a float, or a scalar tensor (learnable γ: gets a gradient).
         tensors: further arguments of the body (class weights, margins, ...).
         reduction: ``"mean"`` | ``"sum"`` (the body's ``factors`` and settings say which) or
             ``"none"``.
         checks: the eager value checks (run when the body flags an invalid input, or before
-            a per-element loss), or None (``validate=False``).
+            a per-element loss; on CUDA a device-side assert instead, :func:`check_flag`), or
+            None (``validate=False``).
         dtype: the compute dtype.
         element_shape: the shape of the per-element losses.
     """
     z, t = as_3d(logits), as_3d(target)
     if torch.compiler.is_compiling():  # a caller's torch.compile: autograd of the body's value
         traced_gamma = gamma.to(dtype) if isinstance(gamma, torch.Tensor) else float(gamma)
+        factors = body.factors(t, factor_inputs, compiled=True)
         out = body(z, t, factors, None, traced_gamma, *tensors, compiled=False)
         if reduction == "none":
             return out.values.reshape(element_shape)
@@ -359,13 +383,14 @@ def run_body(
 
         def rerun() -> tuple[Any, ...]:
             with torch.no_grad():
-                return _reduced_outputs(body, detached, t, factors, gamma_value, tensors)
+                return _reduced_outputs(body, detached, t, factor_inputs, gamma_value, tensors)
 
         loss, grad, d_gamma, invalid, grad_factor = rerun()
-        if checks is not None and bool(invalid):
-            checks()
+        if checks is not None:
+            check_flag(invalid, checks)
         return _OnePassLoss.apply(logits, gamma, (loss, grad, d_gamma, grad_factor), rerun)
-    if checks is not None:
+    on_device = z.device.type == "cuda"
+    if checks is not None and not on_device:
         checks()
     compiled = z.numel() > 0 and wants_compiled(z)
 
@@ -375,17 +400,19 @@ def run_body(
         if compiled and not _compiled.compile_broken():
             try:
                 if g is None:
-                    values = _kernel(_elements, body)(x3, t, factors, gamma_value, *tensors)
+                    values = _kernel(_elements, body)(x3, t, factor_inputs, gamma_value, *tensors)
                     record_run("compiled-elements")
                     return values.reshape(element_shape)
-                grad, d_gamma = _kernel(_gradient, body)(x3, t, factors, g, gamma_value, *tensors)
+                grad, d_gamma = _kernel(_gradient, body)(
+                    x3, t, factor_inputs, g, gamma_value, *tensors
+                )
                 record_run("compiled-gradient")
                 return grad.view(x.shape), d_gamma
             except Exception as error:
                 mark_broken(error)
         values_shape = None if g is not None else (x3.shape[0], t.shape[1], x3.shape[2])
         values, grad, _, d_total, _ = _eager(
-            body, x3, t, factors, g, gamma_value, tensors, values_shape
+            body, x3, t, factor_inputs, g, gamma_value, tensors, values_shape
         )
         if g is None:
             record_run("eager-elements")
@@ -393,4 +420,25 @@ def run_body(
         record_run("eager-gradient")
         return grad.view(x.shape), d_total
 
-    return _ElementLoss.apply(logits, gamma, run)
+    values = _ElementLoss.apply(logits, gamma, run)
+    if checks is not None and on_device:
+        check_flag(~torch.isfinite(values).all(), checks)
+    return values
+
+
+#: What a device-side check says (the device cannot run the eager checks' full message).
+INVALID_ON_DEVICE = (
+    "torch_imbalance: a non-finite logit or a label out of range (the loss is not finite). "
+    "The same call on the CPU says which and where; validate=False skips this check."
+)
+
+
+def check_flag(invalid: torch.Tensor, checks: Callable[[], None]) -> None:
+    """Act on a kernel's invalid-input flag: on the CPU run the eager ``checks`` (they raise
+    with what is wrong and where) when it is set; on CUDA assert on the device, as
+    ``F.cross_entropy`` does for a label out of range, so that a call never waits for the
+    device (a failed assert ends the CUDA context, like any device-side assert)."""
+    if invalid.device.type == "cuda":
+        torch._assert_async(~invalid, INVALID_ON_DEVICE)
+    elif bool(invalid):
+        checks()

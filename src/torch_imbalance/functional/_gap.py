@@ -34,7 +34,7 @@ from torch_imbalance.functional._classwise import (
     unrolls,
 )
 from torch_imbalance.functional._compiled import ONE_LOOP, in_logit_loop
-from torch_imbalance.functional._counts import normaliser_factors
+from torch_imbalance.functional._counts import Normalisers
 from torch_imbalance.functional._driver import Body, BodyOutput, run_body
 from torch_imbalance.functional._math import Anchor, anchored, exp_floor
 
@@ -320,7 +320,7 @@ def gap_body(
 
     ``normalisers``: ``("sum",)`` or ``("weight",)`` for the whole loss, or one per head
     (``"sum"``, ``"weight"``, ``"count"``), handed to the law as ``term_scales`` (LMF as the
-    authors wrote it); ``factors``: their values (``_counts.normaliser_factors``), computed
+    authors wrote it); ``factors``: their values (``_counts.Normalisers``), computed
     from the labels before the loop, so that the gradient is written in the loop that reads
     the logits. Per-element quantities are ``(n, 1, S)``, like one class of ``z``."""
     dtype = spec.dtype
@@ -392,7 +392,6 @@ def gap_loss(
     class_weight = None if weight is None else weight.to(device=device, dtype=dtype)
     offsets = [_cast(head.offset, dtype, device) for head in heads]
     shifts = [_cast(head.shift, dtype, device) for head in heads]
-    factors = normaliser_factors(target, class_weight, classes, ignore_index, normalisers, dtype)
     settings: dict[str, Any] = {
         "spec": spec,
         "law": law,
@@ -401,12 +400,15 @@ def gap_loss(
     }
     # The unrolled kernel is built per class count.
     options = tuple(ONE_LOOP.items()) if spec.unrolled else ()
-    body = Body(gap_body, tuple(settings.items()), options, classes if spec.unrolled else None)
+    body = Body(
+        gap_body, tuple(settings.items()), options, classes if spec.unrolled else None,
+        Normalisers(normalisers, classes, int(ignore_index), dtype),
+    )  # fmt: skip
     return run_body(
         body,
         input,
         target.unsqueeze(1),
-        factors,
+        (class_weight, None),
         gamma,
         (class_weight, offsets, shifts),
         reduction,

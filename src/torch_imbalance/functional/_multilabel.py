@@ -17,7 +17,8 @@ import torch
 
 from torch_imbalance._types import Reduction
 from torch_imbalance.functional._compiled import ONE_LOOP, RECOMPUTE, in_logit_loop
-from torch_imbalance.functional._driver import Body, BodyOutput, constant, run_body
+from torch_imbalance.functional._counts import Normalisers
+from torch_imbalance.functional._driver import Body, BodyOutput, run_body
 from torch_imbalance.functional._gap import flagged
 
 Entries = Callable[..., tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]]
@@ -123,13 +124,13 @@ def multilabel_loss(
             ("dtype", dtype),
         ),
         tuple({**RECOMPUTE, **ONE_LOOP}.items()),
+        normalisers=Normalisers(("numel",) if mean else ("sum",), classes, ignore_index, dtype),
     )
-    factors = constant(1.0 / max(target.numel(), 1), dtype, input.device) if mean else None
     return run_body(
         body,
         input,
         target,
-        factors,
+        (None, None),
         gamma,
         (class_weight, *tensors.values()),
         reduction,

@@ -50,7 +50,7 @@ from torch_imbalance.functional._classwise import (
 )
 from torch_imbalance.functional._common import GammaLike, check_gamma, prepare
 from torch_imbalance.functional._compiled import ONE_LOOP, RECOMPUTE, in_logit_loop
-from torch_imbalance.functional._counts import normaliser_factors
+from torch_imbalance.functional._counts import Normalisers
 from torch_imbalance.functional._driver import Body, BodyOutput, run_body
 from torch_imbalance.functional._gap import flagged, labelled
 from torch_imbalance.functional._math import (
@@ -379,9 +379,6 @@ def dual_focal_loss(
     class_weight = None if weight is None else weight.to(device=input.device, dtype=dtype)
     mean = reduction == "mean"
     normalisers = ("weight",) if mean else ("sum",)
-    factors = normaliser_factors(
-        target, class_weight, classes, int(ignore_index), normalisers, dtype, batch_counts
-    )
     # The form of the class axis, when compiled: unrolled into one loop for training-size
     # inputs with few classes, else whole (recomputing per-class values from RECOMPUTE_ELEMENTS).
     elements = input.numel()
@@ -401,13 +398,13 @@ def dual_focal_loss(
     }
     body = Body(
         dual_focal_body, tuple(settings.items()), tuple(options.items()),
-        classes if unrolled else None,
+        classes if unrolled else None, Normalisers(normalisers, classes, int(ignore_index), dtype),
     )  # fmt: skip
     return run_body(
         body,
         input,
         target.unsqueeze(1),
-        factors,
+        (class_weight, batch_counts),
         gamma,
         (class_weight,),
         reduction,
