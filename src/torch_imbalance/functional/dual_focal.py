@@ -339,7 +339,8 @@ def dual_focal_loss(
         ignore_index: target value that contributes nothing.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         task: ``"multiclass"`` or ``"multilabel"``.
-        validate: check logits are finite and targets in range (costs a device sync).
+        validate: check logits are finite and targets in range (on CUDA a device-side assert:
+            no host sync; a failure says to rerun on the CPU for details).
         batch_counts: multiclass: the labels of ``target`` per class ``(C,)`` where the caller
             has counted them already (adaptive class weights do), so that a mean's divisor
             needs no second pass over the labels.

@@ -153,7 +153,8 @@ def focal_loss(
         ignore_index: target value that contributes nothing (also for multilabel).
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         task: ``"multiclass"`` or ``"multilabel"``.
-        validate: check logits are finite and targets in range (costs a device sync).
+        validate: check logits are finite and targets in range (on CUDA a device-side assert:
+            no host sync; a failure says to rerun on the CPU for details).
 
     Returns:
         The reduced loss (a scalar), or per element ``(N, *spatial)`` (multiclass) /

@@ -98,7 +98,8 @@ def ldam_loss(
         ignore_index: target value that contributes nothing.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         task: ``"multiclass"`` or ``"multilabel"``.
-        validate: check logits are finite and targets in range (costs a device sync).
+        validate: check logits are finite and targets in range (on CUDA a device-side assert:
+            no host sync; a failure says to rerun on the CPU for details).
 
     Returns:
         The reduced loss, or per element for ``reduction="none"``.

@@ -146,7 +146,8 @@ def lmf_loss(
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         task: ``"multiclass"`` or ``"multilabel"`` (paper variant only).
         variant: ``"paper"`` or ``"official"``.
-        validate: check logits are finite and targets in range (costs a device sync).
+        validate: check logits are finite and targets in range (on CUDA a device-side assert:
+            no host sync; a failure says to rerun on the CPU for details).
 
     Returns:
         The reduced loss, or per element for ``reduction="none"``.
