@@ -389,3 +389,26 @@ def test_every_command_has_help(capsys):
             main([command, "--help"])
         assert exit_info.value.code == 0
     assert "--strategy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["compare"], ["predict"]])
+def test_help_imports_no_heavy_library(command):
+    """``--help`` answers before torch, lightning or timm load (torch alone takes 1.6 s): a
+    fresh interpreter prints the help with none of them imported."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from torch_imbalance.cli.main import main\n"
+        "try:\n"
+        f"    main({[*command, '--help']!r})\n"
+        "except SystemExit as done:\n"
+        "    assert done.code == 0, done.code\n"
+        "heavy = sorted(m for m in ('torch', 'lightning', 'timm', 'numpy') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "usage: torch-imbalance" in done.stdout
+    assert "HEAVY []" in done.stdout, done.stdout[-300:]

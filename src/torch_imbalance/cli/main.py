@@ -321,12 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # --help ends here, before any heavy import
     from torch_imbalance.data import DatasetError
     from torch_imbalance.engine.config import ConfigError
     from torch_imbalance.engine.run import RunFolderError
     from torch_imbalance.models.classifier import ModelError
 
-    args = build_parser().parse_args(argv)
     quiet_libraries()
     try:
         return args.handler(args)
