@@ -412,3 +412,31 @@ def test_help_imports_no_heavy_library(command):
     assert done.returncode == 0, done.stderr
     assert "usage: torch-imbalance" in done.stdout
     assert "HEAVY []" in done.stdout, done.stdout[-300:]
+
+
+def test_readme_first_training_example_parses_to_the_yardstick_settings():
+    """The README's first ``train`` line is the recipe ``benchmarks/digits_yardstick.py`` scores
+    (so the F1 the README quotes is the one that command reproduces)."""
+    import re
+    import shlex
+    import sys
+    from pathlib import Path
+
+    from torch_imbalance.cli.main import build_parser
+    from torch_imbalance.engine.config import resolve_config
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    match = re.search(r"^torch-imbalance train --dataset digits-lt.*?(?<!\\)$", readme, re.M | re.S)
+    assert match, "the README's first train example is gone"
+    line = match.group(0).replace("\\\n", " ").split("#")[0]
+    args = build_parser().parse_args(shlex.split(line)[1:])
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        from digits_yardstick import EXAMPLE
+    finally:
+        sys.path.pop(0)
+    config = resolve_config({k: v for k, v in vars(args).items() if k in EXAMPLE})
+    for key, value in EXAMPLE.items():
+        if key != "progress":
+            assert getattr(config, key) == value, key
