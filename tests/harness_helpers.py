@@ -42,7 +42,7 @@ def write_csv(path: Path, header: list, rows: list) -> None:
 ODIR_LABELS = ["N", "D", "G", "C", "A", "H", "M", "O"]
 
 
-def write_odir(root, patients=40):
+def write_odir(root, patients=40, sheet="csv"):
     rows = []
     rng = np.random.default_rng(0)
     for pid in range(patients):
@@ -54,20 +54,26 @@ def write_odir(root, patients=40):
         for name in (left, right):
             write_image(root / "Training Images" / name, pid * 2 + rng.integers(2), size=8)
         rows.append([pid, 60, "Female", left, right, "kw", "kw", *hot.tolist()])
-    write_csv(
-        root / "ODIR-5K_Training_Annotations.csv",
-        [
-            "ID",
-            "Patient Age",
-            "Patient Sex",
-            "Left-Fundus",
-            "Right-Fundus",
-            "Left-Diagnostic Keywords",
-            "Right-Diagnostic Keywords",
-            *ODIR_LABELS,
-        ],
-        rows,
-    )
+    header = [
+        "ID",
+        "Patient Age",
+        "Patient Sex",
+        "Left-Fundus",
+        "Right-Fundus",
+        "Left-Diagnostic Keywords",
+        "Right-Diagnostic Keywords",
+        *ODIR_LABELS,
+    ]
+    if sheet == "xlsx":  # the official download's format: numbers stored as numbers
+        import openpyxl
+
+        book = openpyxl.Workbook()
+        book.active.append(header)
+        for row in rows:
+            book.active.append(row)
+        book.save(root / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx")
+    else:
+        write_csv(root / "ODIR-5K_Training_Annotations.csv", header, rows)
     return root
 
 
