@@ -35,7 +35,28 @@ _EXPORTS = {
     "set_compile_mode": "torch_imbalance.functional._compiled",
 }
 
-__all__ = sorted([*_EXPORTS, "functional"])
+__all__ = [  # a literal: documentation tools read it without importing the package
+    "AdaptiveClassWeights",
+    "BalancedSoftmaxLoss",
+    "BoundedGamma",
+    "DeferredReweighting",
+    "DualFocalLoss",
+    "FocalLoss",
+    "LDAMLoss",
+    "LMFLoss",
+    "LogitAdjustedLoss",
+    "NormedLinear",
+    "Poly1Loss",
+    "available_losses",
+    "build_loss",
+    "effective_number_weights",
+    "functional",
+    "get_compile_mode",
+    "inverse_frequency_weights",
+    "ldam_margins",
+    "median_frequency_weights",
+    "set_compile_mode",
+]
 
 
 def __getattr__(name: str) -> Any:

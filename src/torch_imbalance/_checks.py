@@ -40,7 +40,7 @@ def check_range(
 ) -> None:
     """Raise ``ValueError`` unless ``low <= value <= high`` (bounds optional, inclusiveness set).
 
-    Example:
+    Examples:
         >>> check_range("gamma", 2.0, 0.0)
         >>> check_range("rho", 0.5, 1.0)
         Traceback (most recent call last):
@@ -93,7 +93,7 @@ def squeeze_target_channel(input: torch.Tensor, target: torch.Tensor) -> torch.T
     """Dense multi-class targets as MONAI pipelines hand them over, label maps ``(N, 1, *)``
     for logits ``(N, C, *)``, as ``(N, *)``; any other target unchanged.
 
-    Example:
+    Examples:
         >>> squeeze_target_channel(torch.zeros(2, 3, 4, 4), torch.zeros(2, 1, 4, 4)).shape
         torch.Size([2, 4, 4])
     """
@@ -192,7 +192,7 @@ def check_class_weight(
 def as_class_counts(class_counts: Sequence[float] | np.ndarray | torch.Tensor) -> np.ndarray:
     """Return ``class_counts`` as a float64 array, raising on zero, negative or missing counts.
 
-    Example:
+    Examples:
         >>> as_class_counts([10, 3, 1])
         array([10.,  3.,  1.])
         >>> as_class_counts([10, 0, 1])

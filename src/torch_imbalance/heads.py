@@ -22,7 +22,7 @@ class NormedLinear(nn.Module):
         - Input: ``(N, in_features)``.
         - Output: ``(N, out_features)``, values in ``[-1, 1]``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> head = NormedLinear(8, 3)
         >>> logits = head(torch.randn(4, 8))

@@ -159,7 +159,7 @@ LOSSES: dict[str, LossEntry] = {
 def available_losses() -> list[str]:
     """The registry names, in the spec's order.
 
-    Example:
+    Examples:
         >>> available_losses()[:4]
         ['ce', 'weighted_ce', 'cb_ce', 'focal']
     """
@@ -180,7 +180,7 @@ def build_loss(name: str, class_counts: Counts = None, **overrides: Any) -> nn.M
         The loss module. Modules with a ``set_epoch`` method (``ldam_drw``) expect the trainer to
         call it at the start of every epoch.
 
-    Example:
+    Examples:
         >>> import torch
         >>> loss = build_loss("lmf", class_counts=[900, 90, 10], gamma=2.0)
         >>> type(loss).__name__, loss.gamma

@@ -33,7 +33,7 @@ def inverse_frequency_weights(class_counts: CountsLike, power: float = 1.0) -> t
     Returns:
         ``(C,)`` weights.
 
-    Example:
+    Examples:
         >>> inverse_frequency_weights([100, 10, 1])
         tensor([0.0270, 0.2703, 2.7027])
         >>> inverse_frequency_weights([100, 10, 1], power=0.5).sum()
@@ -53,7 +53,7 @@ def median_frequency_weights(class_counts: CountsLike) -> torch.Tensor:
     Returns:
         ``(C,)`` weights; the class at the median frequency gets weight 1.
 
-    Example:
+    Examples:
         >>> median_frequency_weights([800, 150, 50])
         tensor([0.1875, 1.0000, 3.0000])
     """
@@ -74,7 +74,7 @@ def effective_number_weights(class_counts: CountsLike, beta: float = 0.9999) -> 
     Returns:
         ``(C,)`` weights.
 
-    Example:
+    Examples:
         >>> effective_number_weights([1000, 100, 10], beta=0.99)
         tensor([0.2301, 0.3630, 2.4068])
     """
@@ -103,7 +103,7 @@ def ldam_margins(
     Returns:
         ``(C,)`` margins.
 
-    Example:
+    Examples:
         >>> ldam_margins([10000, 100, 1], max_margin=0.5)
         tensor([0.0500, 0.1581, 0.5000])
     """
@@ -129,7 +129,7 @@ class DeferredReweighting(nn.Module):
         total_epochs: planned number of epochs, used when ``start_epoch`` is not given.
         beta: β of the effective-number weights.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch_imbalance import LDAMLoss
         >>> drw = DeferredReweighting(LDAMLoss([50, 5]), [50, 5], total_epochs=10)

@@ -225,7 +225,7 @@ def rotating_folds(positions: int, folds: int, seed: int) -> list[str]:
     the test split, the next block (cyclically) validation, the rest training; ``folds``
     consecutive seeds test every position once.
 
-    Example:
+    Examples:
         >>> rotating_folds(5, 5, seed=4)
         ['val', 'train', 'train', 'train', 'test']
     """

@@ -86,7 +86,7 @@ def build_sampler(name: str, labels: np.ndarray, seed: int) -> Sampler[Key]:
     """``"none"`` (shuffle), ``"oversample"`` or ``"undersample"`` (single-label data only for
     the last two).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> sampler = build_sampler("undersample", np.array([0, 0, 0, 1]), seed=0)
         >>> indices = [index for index, _ in sampler]

@@ -40,7 +40,7 @@ class Arm:
     def parse(cls, text: str) -> Arm:
         """``LOSS`` or ``LABEL=LOSS:KEY=VALUE:...`` (values read as YAML).
 
-        Example:
+        Examples:
             >>> Arm.parse("strong=focal:gamma=3")
             Arm(label='strong', loss='focal', params={'gamma': 3}, settings={})
         """

@@ -619,7 +619,7 @@ def task_for(labels: str) -> Task:
     """The task object for a bundle's (or a checkpoint's) labels: ``"multiclass"``,
     ``"multilabel"`` or ``"segmentation"``; a ``--task`` name gives its default labels.
 
-    Example:
+    Examples:
         >>> task_for("multilabel").primary_metric, task_for("segmentation").name
         ('macro_f1', 'segmentation')
     """

@@ -70,7 +70,7 @@ def set_compile_mode(mode: CompileMode) -> None:
         mode: ``"auto"`` (every CUDA input; CPU inputs of at least ``MIN_COMPILED_ELEMENTS``
             logits), ``"always"`` or ``"never"``.
 
-    Example:
+    Examples:
         >>> import torch_imbalance as ti
         >>> ti.set_compile_mode("never")
         >>> ti.get_compile_mode()

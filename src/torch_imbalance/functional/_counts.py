@@ -15,7 +15,7 @@ def label_counts(target: torch.Tensor, num_classes: int, ignore_index: int | Non
     values outside ``[0, C)`` not counted), with no host sync. Large inputs with few classes
     are counted in one compiled loop (one accumulator per class); otherwise by ``scatter_add``.
 
-    Example:
+    Examples:
         >>> label_counts(torch.tensor([0, 2, 2, -100]), 3, ignore_index=-100)
         tensor([1., 0., 2.])
     """

@@ -348,7 +348,7 @@ def dual_focal_loss(
     Returns:
         The reduced loss, or per element for ``reduction="none"``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
         >>> dual_focal_loss(logits, torch.tensor([0, 1]))

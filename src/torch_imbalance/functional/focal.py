@@ -160,7 +160,7 @@ def focal_loss(
         The reduced loss (a scalar), or per element ``(N, *spatial)`` (multiclass) /
         ``input``'s shape (multilabel) for ``reduction="none"``; float32 for half inputs.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
         >>> target = torch.tensor([0, 1])

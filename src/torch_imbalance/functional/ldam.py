@@ -104,7 +104,7 @@ def ldam_loss(
     Returns:
         The reduced loss, or per element for ``reduction="none"``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[0.9, 0.1, -0.3], [0.2, 0.4, 0.8]])
         >>> ldam_loss(logits, torch.tensor([0, 2]), class_counts=[100, 10, 1])

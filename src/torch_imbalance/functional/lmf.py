@@ -152,7 +152,7 @@ def lmf_loss(
     Returns:
         The reduced loss, or per element for ``reduction="none"``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
         >>> lmf_loss(logits, torch.tensor([0, 1]), class_counts=[100, 10, 1])

@@ -41,7 +41,7 @@ def log_prior_offset(
 ) -> torch.Tensor:
     r"""Per-class logit offset :math:`\tau \log \pi_j` (``normalize``) or :math:`\tau \log n_j`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> log_prior_offset([3, 1], dtype=torch.float32)
         tensor([-0.2877, -1.3863])
@@ -99,7 +99,7 @@ def balanced_softmax_loss(
     Returns:
         The reduced loss, or per element for ``reduction="none"``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
         >>> balanced_softmax_loss(logits, torch.tensor([0, 2]), class_counts=[100, 10, 1])
@@ -143,7 +143,7 @@ def logit_adjusted_loss(
     Returns:
         The reduced loss, or per element for ``reduction="none"``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
         >>> logit_adjusted_loss(logits, torch.tensor([0, 2]), class_counts=[100, 10, 1])
@@ -189,7 +189,7 @@ def poly1_loss(
     Returns:
         The reduced loss, or per element for ``reduction="none"``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
         >>> poly1_loss(logits, torch.tensor([0, 1]))

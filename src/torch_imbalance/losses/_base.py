@@ -76,7 +76,7 @@ class BoundedGamma(nn.Module):
     Note that for focal-type losses :math:`\partial L / \partial \gamma \le 0` everywhere, so
     minimising the training loss alone drives γ towards ``γ_max``.
 
-    Example:
+    Examples:
         >>> g = BoundedGamma(2.0, (0.5, 5.0))
         >>> round(float(g().detach()), 6)
         2.0

@@ -29,7 +29,7 @@ class AdaptiveClassWeights(nn.Module):
         momentum: ``m ∈ [0, 1)``.
         power: :math:`\kappa \ge 0`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> adaptive = AdaptiveClassWeights(3, class_counts=[80, 15, 5], momentum=0.9)
         >>> adaptive.weights()

@@ -49,7 +49,7 @@ class DualFocalLoss(GammaMixin, ImbalanceLoss):
         adaptive_power: :math:`\kappa` in :math:`w_c \propto f_c^{-\kappa}`.
         validate: check logits are finite and targets in range on every call.
 
-    Example:
+    Examples:
         >>> import torch
         >>> criterion = DualFocalLoss(learnable_gamma=True, gamma=1.0, class_weight="adaptive",
         ...                           num_classes=3)

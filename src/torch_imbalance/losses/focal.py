@@ -35,7 +35,7 @@ class FocalLoss(GammaMixin, ImbalanceLoss):
         - target: ``(N, *spatial)`` class indices, or 0/1 of ``input``'s shape (multilabel).
         - output: scalar, or per element with ``reduction="none"``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> criterion = FocalLoss(gamma=2.0)
         >>> logits = torch.randn(4, 3, 8, 8, requires_grad=True)

@@ -30,7 +30,7 @@ class LDAMLoss(ImbalanceLoss):
         task: ``"multiclass"`` or ``"multilabel"``.
         validate: check logits are finite and targets in range on every call.
 
-    Example:
+    Examples:
         >>> import torch
         >>> criterion = LDAMLoss(class_counts=[500, 50, 5])
         >>> criterion.margins.float()

@@ -39,7 +39,7 @@ class LMFLoss(ImbalanceLoss):
         variant: ``"paper"`` or ``"official"``.
         validate: check logits are finite and targets in range on every call.
 
-    Example:
+    Examples:
         >>> import torch
         >>> criterion = LMFLoss(class_counts=[500, 50, 5])
         >>> logits = torch.randn(8, 3, requires_grad=True)

@@ -48,7 +48,7 @@ class BalancedSoftmaxLoss(_OffsetCrossEntropy):
     r"""Balanced Softmax (Ren et al., 2020): :math:`\mathrm{CE}(z + \log n, t)`; predict with
     ``argmax z``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> criterion = BalancedSoftmaxLoss([100, 10, 1])
         >>> criterion(torch.zeros(2, 3), torch.tensor([0, 2]))
@@ -76,7 +76,7 @@ class BalancedSoftmaxLoss(_OffsetCrossEntropy):
 class LogitAdjustedLoss(_OffsetCrossEntropy):
     r"""Logit-adjusted loss (Menon et al., 2021): :math:`\mathrm{CE}(z + \tau \log \pi, t)`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> criterion = LogitAdjustedLoss([100, 10, 1], tau=1.0)
         >>> criterion(torch.zeros(2, 3), torch.tensor([0, 2]))
@@ -107,7 +107,7 @@ class LogitAdjustedLoss(_OffsetCrossEntropy):
 class Poly1Loss(ImbalanceLoss):
     r"""Poly-1 cross-entropy (Leng et al., 2022): :math:`\mathrm{CE} + \epsilon (1 - p_t)`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> Poly1Loss(epsilon=1.0)(torch.zeros(2, 4), torch.tensor([0, 3]))
         tensor(2.1363)

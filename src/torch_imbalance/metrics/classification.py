@@ -114,7 +114,7 @@ def frequency_groups(counts: Mapping[str, float]) -> dict[str, list[int]]:
     """Class indices by training count: ``head`` (> 100), ``medium`` (20-100), ``tail``
     (< 20); empty groups left out.
 
-    Example:
+    Examples:
         >>> frequency_groups({"a": 1055, "b": 74, "c": 8})
         {'head': [0], 'medium': [1], 'tail': [2]}
     """
@@ -131,7 +131,7 @@ def frequency_group_f1(
 ) -> dict[str, float]:
     """The mean F1 of each :func:`frequency_groups` group, from a summary's ``per_class``.
 
-    Example:
+    Examples:
         >>> frequency_group_f1({"a": {"f1": 0.9}, "b": {"f1": 0.5}}, {"a": 500, "b": 12})
         {'head': 0.9, 'tail': 0.5}
     """

@@ -20,7 +20,7 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 def per_class_iou(counts: np.ndarray) -> np.ndarray:
     """``(..., C)``: ``TP / (TP + FP + FN)`` per class (``nan`` where the class is absent).
 
-    Example:
+    Examples:
         >>> per_class_iou(np.array([[3, 1], [0, 2]]))
         array([0.75      , 0.66666667])
     """

@@ -130,7 +130,7 @@ def macro_f1(counts: np.ndarray) -> np.ndarray:
     """Macro F1 as torchmetrics averages it (classes absent from truth and predictions left
     out).
 
-    Example:
+    Examples:
         >>> float(macro_f1(np.array([[2, 0], [1, 1]])))
         0.7333333333333334
     """
@@ -292,7 +292,7 @@ def paired_difference(
     Raises:
         ValueError: no common seed, or a seed whose two arms were tested on different items.
 
-    Example:
+    Examples:
         >>> rng = np.random.default_rng(0)
         >>> def outcome(p):  # 40 two-class items, each right with probability p
         ...     truth = rng.integers(0, 2, 40)
@@ -389,7 +389,7 @@ def paired_values(
     """:func:`paired_difference` from one number per run, where no per-item outcome exists
     (multi-label runs): the bootstrap resamples seeds only.
 
-    Example:
+    Examples:
         >>> found = paired_values({0: 0.71, 1: 0.74, 2: 0.70}, {0: 0.69, 1: 0.70, 2: 0.70})
         >>> [round(v, 2) for v in found.per_seed], round(found.mean, 3)
         ([0.02, 0.04, 0.0], 0.02)
@@ -415,7 +415,7 @@ def _item_weights(rng: np.random.Generator, items: int, rows: int) -> np.ndarray
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values (same order as given).
 
-    Example:
+    Examples:
         >>> holm([0.01, 0.04, 0.03])
         [0.03, 0.06, 0.06]
     """
@@ -434,7 +434,7 @@ def holm_levels(p_values: Sequence[float], alpha: float = 0.05) -> list[float]:
     of m p-values is tested at ``α / (m − k + 1)``, so its interval is shown at
     ``1 − α / (m − k + 1)`` (the smallest p-value's at Bonferroni's level).
 
-    Example:
+    Examples:
         >>> [round(v, 4) for v in holm_levels([0.01, 0.04, 0.03])]
         [0.9833, 0.95, 0.975]
     """
@@ -453,7 +453,7 @@ def margin_verdict(interval: tuple[float, float], margin: float) -> str:
     gain, below the claimed margin`` (above 0, below the margin), ``does not hold`` (below the
     margin and not above 0), else ``cannot tell``.
 
-    Example:
+    Examples:
         >>> margin_verdict((0.5, 1.5), 2.0), margin_verdict((-1.0, 3.0), 2.0)
         ('a gain, below the claimed margin', 'cannot tell')
     """

@@ -48,7 +48,7 @@ OFFLINE_ALIASES = {name.removeprefix("tf_"): name for name in OFFLINE_WEIGHTS}
 def offline_architecture(name: str) -> str | None:
     """The timm architecture with offline ImageNet weights for ``name``, or None.
 
-    Example:
+    Examples:
         >>> offline_architecture("efficientnet_lite0"), offline_architecture("resnet18")
         ('tf_efficientnet_lite0', None)
     """
