@@ -7,3 +7,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh" dev
 ruff check src tests benchmarks
 python -m pytest -n 2 --dist worksteal --cov=torch_imbalance --cov-report=term-missing:skip-covered \
   --cov-fail-under=90 "$@"
+# The release check: sdist and wheel built and checked, the wheel installed (not editable) in an
+# environment of its own, the README's example and `torch-imbalance datasets` run from it.
+bash "$(dirname "${BASH_SOURCE[0]}")/test_wheel.sh"
