@@ -5,6 +5,8 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh" dev
 ruff check src tests benchmarks
+# Types: the whole package, the loss core strictly ([tool.mypy] in pyproject.toml).
+mypy
 python -m pytest -n 2 --dist worksteal --cov=torch_imbalance --cov-report=term-missing:skip-covered \
   --cov-fail-under=90 "$@"
 # The release check: sdist and wheel built and checked, the wheel installed (not editable) in an

@@ -141,7 +141,7 @@ def check_multiclass_target(
             bad = target[invalid]
             raise ValueError(
                 f"target holds class indices outside [0, {num_classes}) (ignore_index="
-                f"{ignore_index}): found {sorted(set(bad.unique()[:5].tolist()))} at "
+                f"{ignore_index}): found {sorted(set(torch.unique(bad)[:5].tolist()))} at "
                 f"{int(invalid.sum())} position(s)"
             )
 
@@ -164,7 +164,7 @@ def check_multilabel_target(
         if ignore_index is not None:
             invalid &= target != ignore_index
         if bool(invalid.any()):
-            found = sorted(set(target[invalid].unique()[:5].tolist()))
+            found = sorted(set(torch.unique(target[invalid])[:5].tolist()))
             raise ValueError(
                 f"multilabel target must hold 0 or 1 (or ignore_index={ignore_index}), "
                 f"found {found} at {int(invalid.sum())} position(s)"

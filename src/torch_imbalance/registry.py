@@ -47,9 +47,20 @@ class LossEntry:
     head: str = "linear"
 
 
+#: ``build(counts, options) -> nn.Module``.
+Builder = Callable[[Counts, dict[str, Any]], nn.Module]
+
+
+def _given(counts: Counts) -> CountsLike:
+    """The class counts of a loss that needs them (:func:`build_loss` checked they were
+    given)."""
+    assert counts is not None
+    return counts
+
+
 def _class_weighted(
     scheme: Callable[..., torch.Tensor], option: str, default: float, **fixed: Any
-) -> Callable:
+) -> Builder:
     """:class:`FocalLoss` (``fixed``: ``gamma=0`` for cross-entropy) with class weights from
     ``scheme(counts, option)``."""
 
@@ -60,7 +71,7 @@ def _class_weighted(
     return build
 
 
-def _deferred(loss: Callable[..., nn.Module], same_scale: bool = False) -> Callable:
+def _deferred(loss: Callable[..., nn.Module], same_scale: bool = False) -> Builder:
     """``loss`` wrapped in :class:`DeferredReweighting`, which owns the class weights."""
 
     def build(counts: Counts, kw: dict[str, Any]) -> nn.Module:
@@ -76,14 +87,14 @@ def _deferred(loss: Callable[..., nn.Module], same_scale: bool = False) -> Calla
             )
         if same_scale:
             kw.setdefault("focal_scale", kw.get("scale", 30.0))
-        return DeferredReweighting(loss(counts, **kw), counts, **schedule)
+        return DeferredReweighting(loss(_given(counts), **kw), _given(counts), **schedule)
 
     return build
 
 
 def _lmf_same_scale(counts: Counts, kw: dict[str, Any]) -> nn.Module:
     kw.setdefault("focal_scale", kw.get("scale", 30.0))
-    return LMFLoss(counts, **kw)
+    return LMFLoss(_given(counts), **kw)
 
 
 def _dual_focal(counts: Counts, kw: dict[str, Any]) -> nn.Module:
@@ -119,16 +130,22 @@ LOSSES: dict[str, LossEntry] = {
         "focal loss with class-balanced weights (option beta)",
         needs_counts=True,
     ),
-    "ldam": LossEntry(lambda c, kw: LDAMLoss(c, **kw), "LDAM", needs_counts=True, head="cosine"),
+    "ldam": LossEntry(
+        lambda c, kw: LDAMLoss(_given(c), **kw), "LDAM", needs_counts=True, head="cosine"
+    ),
     "ldam_drw": LossEntry(
         _deferred(LDAMLoss),
         "LDAM with deferred re-weighting (start_epoch or total_epochs)",
         needs_counts=True,
         head="cosine",
     ),
-    "lmf": LossEntry(lambda c, kw: LMFLoss(c, **kw), "LMF (the paper's)", needs_counts=True),
+    "lmf": LossEntry(
+        lambda c, kw: LMFLoss(_given(c), **kw), "LMF (the paper's)", needs_counts=True
+    ),
     "lmf_official": LossEntry(
-        lambda c, kw: LMFLoss.official(c, **kw), "LMF as the authors' code", needs_counts=True
+        lambda c, kw: LMFLoss.official(_given(c), **kw),
+        "LMF as the authors' code",
+        needs_counts=True,
     ),
     "lmf_cosine": LossEntry(
         _lmf_same_scale,
@@ -147,10 +164,10 @@ LOSSES: dict[str, LossEntry] = {
         _dual_focal_adaptive, "Dual Focal with learnable γ and adaptive class weights"
     ),
     "balanced_softmax": LossEntry(
-        lambda c, kw: BalancedSoftmaxLoss(c, **kw), "balanced softmax", needs_counts=True
+        lambda c, kw: BalancedSoftmaxLoss(_given(c), **kw), "balanced softmax", needs_counts=True
     ),
     "logit_adjusted": LossEntry(
-        lambda c, kw: LogitAdjustedLoss(c, **kw), "logit-adjusted loss", needs_counts=True
+        lambda c, kw: LogitAdjustedLoss(_given(c), **kw), "logit-adjusted loss", needs_counts=True
     ),
     "poly1": LossEntry(lambda c, kw: Poly1Loss(**kw), "Poly-1 cross-entropy"),
 }

@@ -20,7 +20,8 @@ def _to_tensor(values: np.ndarray, dtype: torch.dtype | None = None) -> torch.Te
 
 
 def _sum_to_num_classes(values: np.ndarray) -> np.ndarray:
-    return values * (values.size / values.sum())
+    scaled: np.ndarray = values * (values.size / values.sum())
+    return scaled
 
 
 def inverse_frequency_weights(class_counts: CountsLike, power: float = 1.0) -> torch.Tensor:
@@ -143,6 +144,9 @@ class DeferredReweighting(nn.Module):
         torch.Size([])
     """
 
+    balanced_weight: torch.Tensor
+    epoch: torch.Tensor
+
     def __init__(
         self,
         loss: nn.Module,
@@ -185,7 +189,8 @@ class DeferredReweighting(nn.Module):
         self.loss.weight = self.weight_at(int(epoch))
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.loss(input, target)
+        value: torch.Tensor = self.loss(input, target)
+        return value
 
     def extra_repr(self) -> str:
         return f"start_epoch={self.start_epoch}, beta={self.beta}"

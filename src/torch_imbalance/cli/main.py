@@ -129,6 +129,12 @@ def command_gradcam(args: argparse.Namespace) -> int:
             f"the checkpoints were trained on different datasets: {config.dataset}, {others}"
         )
     bundle = load_run_data(config)
+    from torch_imbalance.data import DatasetBundle
+
+    if not isinstance(bundle, DatasetBundle):
+        raise RunFolderError(
+            f"gradcam explains classifiers; {config.dataset} is a segmentation dataset"
+        )
     part = getattr(bundle, args.split)
     indices = (
         [int(v) for v in args.images.split(",") if v]

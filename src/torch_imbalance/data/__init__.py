@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from torch_imbalance.data.records import (
 from torch_imbalance.data.segfolder import load_segfolder
 from torch_imbalance.data.splits import limit_training_set
 
-BUILTIN = {
+BUILTIN: dict[str, Callable[..., DatasetBundle | SegmentationBundle]] = {
     "br35h": load_br35h,
     "br35h-lt": load_br35h_lt,
     "elpv": load_elpv,
@@ -37,7 +38,7 @@ BUILTIN = {
     "dsb2018-nuclei": load_dsb2018_nuclei,
     "mni152-tissue": load_mni152_tissue,
 }
-FORMATS = {
+FORMATS: dict[str, Callable[..., DatasetBundle | SegmentationBundle]] = {
     "imagefolder": load_imagefolder,
     "ham10000": load_ham10000,
     "isic2019": load_isic2019,

@@ -305,11 +305,11 @@ def load_mni152_tissue(seed: int = 0, folds: int | None = None) -> SegmentationB
     }
     # The maps are stored as 0–255; probabilities are value / 255.
     gm, wm = volumes["gm"] / 255.0, volumes["wm"] / 255.0
-    labels = np.zeros(gm.shape, dtype=np.int64)
+    labels: np.ndarray = np.zeros(gm.shape, dtype=np.int64)
     labels[(gm > 0.5) & (gm >= wm)] = 1
     labels[(wm > 0.5) & (wm > gm)] = 2
     t1 = to_uint8(volumes["t1"])
-    tissue = (labels > 0).reshape(-1, labels.shape[2]).mean(0)
+    tissue = (labels > 0).reshape(-1, int(labels.shape[-1])).mean(0)
     slices = [int(z) for z in np.flatnonzero(tissue > 0.01)]
     if folds is None:
         splits = ["train" if z < 110 else "val" if z < 120 else "test" for z in slices]

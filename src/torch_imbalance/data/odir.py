@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from torch_imbalance._types import Task
 from torch_imbalance.data.records import DatasetBundle, DatasetError, ImageSet
 from torch_imbalance.data.splits import split_dataset
 from torch_imbalance.data.tables import index_images, read_table, resolve_images
@@ -78,7 +79,7 @@ def load_odir5k(
     group_ids = np.unique(groups, return_inverse=True)[1]
     if label_mode == "single":
         data = ImageSet(paths, matrix.argmax(1), ids, group_ids)
-        task = "multiclass"
+        task: Task = "multiclass"
     else:
         data = ImageSet(paths, matrix, ids, group_ids)
         task = "multilabel"

@@ -178,7 +178,7 @@ class SegmentationBundle:
     channels: int = 1
     ignore_index: int | None = 255
     task: str = "segmentation"
-    notes: dict[str, str] | None = None
+    notes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.notes = dict(self.notes or {})

@@ -15,6 +15,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ def run_folder(out: Path, model: str, label: str, seed: int) -> Path:
 
 def compare(
     base: dict[str, Any],
-    losses: list[str | Arm],
+    losses: Sequence[str | Arm],
     seeds: list[int],
     out: Path,
     models: list[str] | None = None,

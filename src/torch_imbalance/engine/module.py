@@ -3,7 +3,7 @@ metrics."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -19,6 +19,9 @@ from torch_imbalance.weights import ldam_margins
 #: their ``train.py`` builds ``LDAMLoss(weight=m_list)`` and ``focal_loss(alpha=m_list)``. (Our
 #: weighted focal divides by ``Σ Δ_t`` like ``F.cross_entropy``; theirs by the batch size.)
 MARGIN_WEIGHTED_LOSSES = ("focal", "ldam")
+
+if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
 
 
 def build_run_loss(
@@ -69,8 +72,12 @@ class ImbalanceModule(pl.LightningModule):
         self.ignore_index = ignore_index
         #: What the task decides (model, metrics, per-item outputs); ``task`` names its labels.
         self.task_spec = task_for(task)
-        self.model = self.task_spec.build_model(self.config, len(classes), channels)
-        self.loss = build_run_loss(self.config, class_counts, self.task_spec, ignore_index)
+        self.model: torch.nn.Module = self.task_spec.build_model(
+            self.config, len(classes), channels
+        )
+        self.loss: torch.nn.Module = build_run_loss(
+            self.config, class_counts, self.task_spec, ignore_index
+        )
         self.probability_scale = self.task_spec.probability_scale(self.config, self.loss)
         metrics = {
             stage: self.task_spec.build_metrics(len(classes), ignore_index)
@@ -93,8 +100,9 @@ class ImbalanceModule(pl.LightningModule):
 
     # --------------------------------------------------------------------------- training
     def on_train_epoch_start(self) -> None:
-        if hasattr(self.loss, "set_epoch"):  # deferred re-weighting
-            self.loss.set_epoch(self.current_epoch)
+        set_epoch = getattr(self.loss, "set_epoch", None)  # deferred re-weighting
+        if set_epoch is not None:
+            set_epoch(self.current_epoch)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Dropout and other in-model randomness draw from torch's global generator: seeding it
@@ -115,7 +123,7 @@ class ImbalanceModule(pl.LightningModule):
     def loss_state(self) -> dict[str, float]:
         """Learnable γ, adaptive / DRW class weights: what the loss learned or switched."""
         state: dict[str, float] = {}
-        inner = getattr(self.loss, "loss", self.loss)  # inside a DeferredReweighting wrapper
+        inner: Any = getattr(self.loss, "loss", self.loss)  # inside a DeferredReweighting wrapper
         if hasattr(inner, "gamma_value"):
             state["loss/gamma"] = inner.gamma_value()
         if hasattr(inner, "current_weight"):
@@ -134,9 +142,8 @@ class ImbalanceModule(pl.LightningModule):
         loss = self.loss(logits, target)
         if self._fitting():
             self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True)
-        outputs = self.task_spec.update_metrics(
-            self.metrics[stage], logits, target, self.probability_scale
-        )
+        metrics = cast("MetricCollection", self.metrics[stage])
+        outputs = self.task_spec.update_metrics(metrics, logits, target, self.probability_scale)
         if not self._fitting():
             self._item_batches.append(outputs)
 
@@ -145,8 +152,9 @@ class ImbalanceModule(pl.LightningModule):
             batches, self._item_batches = self._item_batches, []
             if batches:
                 self.item_outputs[stage] = torch.cat(batches)
-        computed = self.metrics[stage].compute()
-        self.metrics[stage].reset()
+        metrics = cast("MetricCollection", self.metrics[stage])
+        computed = metrics.compute()
+        metrics.reset()
         summary = self.task_spec.summarise(computed, self.classes)
         self.summaries[stage] = summary
         if not self._fitting():

@@ -122,7 +122,7 @@ def predict(
     task = module.task_spec
     writer = task.prediction_writer(out, module, output_format, overlays)
     transform = task.prediction_transform(
-        module.config, module.hparams.channels, module.ignore_index
+        module.config, module.hparams["channels"], module.ignore_index
     )
     summary = PredictSummary(out)
     module.eval()
@@ -132,7 +132,7 @@ def predict(
             images, kept, originals = [], [], []
             for path in chunk:
                 try:
-                    image = read_image(path, module.hparams.channels)
+                    image = read_image(path, module.hparams["channels"])
                 except DatasetError as error:
                     summary.skipped.append((path, str(error)))
                     report(f"skipped {path}: {error}")
@@ -198,7 +198,9 @@ class ClassificationWriter:
             header = ["image", *ISIC2019_COLUMNS]
             table = np.zeros((len(self.paths), len(ISIC2019_COLUMNS)))
             table[:, self.columns] = probabilities
-            rows = [[p.stem, *map(_number, r)] for p, r in zip(self.paths, table, strict=True)]
+            rows: list[list[Any]] = [
+                [p.stem, *map(_number, r)] for p, r in zip(self.paths, table, strict=True)
+            ]
         elif self.format == "odir5k":
             header = ["ID", *ODIR_LABELS]
             rows = odir5k_rows(self.paths, probabilities[:, self.columns])

@@ -97,7 +97,7 @@ def train(config: RunConfig) -> dict[str, Any]:
     config.validate()
     # Under DDP the launcher re-runs this function in every process; only the first prepares
     # and writes the folder (the others find it already there).
-    is_first_process = rank_zero_only.rank == 0
+    is_first_process = getattr(rank_zero_only, "rank", 0) == 0
     run_dir = prepare_run_dir(config) if is_first_process else Path(config.out)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     bundle = load_run_data(config)

@@ -26,6 +26,7 @@ from torch_imbalance.data.records import DatasetBundle, SegmentationBundle
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader, Dataset
+    from torchmetrics import MetricCollection
 
     from torch_imbalance.engine.config import RunConfig
 
@@ -153,7 +154,7 @@ class Task(ABC):
 
     @abstractmethod
     def update_metrics(
-        self, metrics: nn.Module, logits: torch.Tensor, target: torch.Tensor, scale: float
+        self, metrics: MetricCollection, logits: torch.Tensor, target: torch.Tensor, scale: float
     ) -> torch.Tensor:
         """Feed one batch; returns what is kept per test item (on the CPU)."""
 
@@ -299,7 +300,7 @@ class ClassificationTask(Task):
         return build_classification_metrics(classes, self.labels)
 
     def update_metrics(
-        self, metrics: nn.Module, logits: torch.Tensor, target: torch.Tensor, scale: float
+        self, metrics: MetricCollection, logits: torch.Tensor, target: torch.Tensor, scale: float
     ) -> torch.Tensor:
         probabilities = self.probabilities(logits, scale)
         metrics.update(probabilities, target.long() if self.labels == "multilabel" else target)
@@ -325,7 +326,7 @@ class ClassificationTask(Task):
         labels = np.asarray(part.labels)
         if self.labels == "multilabel":
             header = ["id", *(f"true_{c}" for c in classes), *(f"prob_{c}" for c in classes)]
-            rows = [
+            rows: list[list[Any]] = [
                 [item, *map(int, truth), *(f"{p:.6g}" for p in probability)]
                 for item, truth, probability in zip(ids, labels, probabilities, strict=True)
             ]
@@ -459,7 +460,7 @@ class SegmentationTask(Task):
         return build_segmentation_metrics(classes, ignore_index)
 
     def update_metrics(
-        self, metrics: nn.Module, logits: torch.Tensor, target: torch.Tensor, scale: float
+        self, metrics: MetricCollection, logits: torch.Tensor, target: torch.Tensor, scale: float
     ) -> torch.Tensor:
         predicted = logits.argmax(1)
         metrics.update(predicted, target)
@@ -502,7 +503,7 @@ class SegmentationTask(Task):
             images=pixels.clamp(0, 1).numpy(),
             targets=torch.stack(targets).numpy(),
             predictions=predicted,
-            ids=np.array([test_set.data.ids[i] for i in indices]),
+            ids=np.array([test_set.data.ids[i] for i in indices]),  # type: ignore[attr-defined]
         )
 
     def write_report(

@@ -96,7 +96,7 @@ def build_trainer(
         devices=parse_devices(config.devices),
         num_nodes=config.num_nodes,
         strategy=config.strategy,
-        precision=config.precision,
+        precision=config.precision,  # type: ignore[arg-type]  # checked by Lightning
         logger=loggers,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],

@@ -3,13 +3,18 @@ checkpoints, side by side in one figure, as in the LMF paper's figure."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from torch_imbalance.data import DatasetBundle
+
+if TYPE_CHECKING:
+    from torch_imbalance.engine.module import ImbalanceModule
 
 #: Grad-CAM maps coarser than this many cells a side show bands, not lesions.
 MIN_CELLS = 7
@@ -67,7 +72,7 @@ def choose_images(labels: np.ndarray, count: int) -> list[int]:
 
 
 def attention_maps(
-    module: nn.Module, images: torch.Tensor, labels: list[int]
+    module: ImbalanceModule, images: torch.Tensor, labels: list[int]
 ) -> tuple[np.ndarray, torch.Tensor]:
     """Grad-CAM maps ``(n, H, W)`` in [0, 1] for the given classes, and the probabilities."""
     from pytorch_grad_cam import GradCAM
@@ -83,7 +88,7 @@ def attention_maps(
 
 
 def gradcam_figure(
-    modules: list[tuple[str, nn.Module]],
+    modules: Sequence[tuple[str, ImbalanceModule]],
     bundle: DatasetBundle,
     split: str,
     indices: list[int],

@@ -43,59 +43,63 @@ class Unrolled:
     def __len__(self) -> int:
         return len(self.parts)
 
+    def _map(self, function: Callable[..., torch.Tensor], *others: Any) -> Unrolled:
+        mapped: Unrolled = per_class(function, self, *others)
+        return mapped
+
     def __add__(self, other: Any) -> Unrolled:
-        return per_class(lambda a, b: a + b, self, other)
+        return self._map(lambda a, b: a + b, other)
 
     def __radd__(self, other: Any) -> Unrolled:
-        return per_class(lambda a, b: b + a, self, other)
+        return self._map(lambda a, b: b + a, other)
 
     def __sub__(self, other: Any) -> Unrolled:
-        return per_class(lambda a, b: a - b, self, other)
+        return self._map(lambda a, b: a - b, other)
 
     def __rsub__(self, other: Any) -> Unrolled:
-        return per_class(lambda a, b: b - a, self, other)
+        return self._map(lambda a, b: b - a, other)
 
     def __mul__(self, other: Any) -> Unrolled:
-        return per_class(lambda a, b: a * b, self, other)
+        return self._map(lambda a, b: a * b, other)
 
     def __rmul__(self, other: Any) -> Unrolled:
-        return per_class(lambda a, b: b * a, self, other)
+        return self._map(lambda a, b: b * a, other)
 
     def __truediv__(self, other: Any) -> Unrolled:
-        return per_class(lambda a, b: a / b, self, other)
+        return self._map(lambda a, b: a / b, other)
 
     def __rtruediv__(self, other: Any) -> Unrolled:
-        return per_class(lambda a, b: b / a, self, other)
+        return self._map(lambda a, b: b / a, other)
 
     def __neg__(self) -> Unrolled:
-        return per_class(lambda a: -a, self)
+        return self._map(lambda a: -a)
 
     # Named forms of the operators, which plain tensors have too: under torch.compile an
     # operator between an Unrolled and a tensor is taken for a tensor operation and fails, so
     # the kernels write ``x.sub(t)`` where ``t`` is a tensor (``x - y`` between class values).
     def add(self, other: Any) -> Unrolled:
-        return per_class(lambda a, b: a + b, self, other)
+        return self._map(lambda a, b: a + b, other)
 
     def sub(self, other: Any) -> Unrolled:
-        return per_class(lambda a, b: a - b, self, other)
+        return self._map(lambda a, b: a - b, other)
 
     def mul(self, other: Any) -> Unrolled:
-        return per_class(lambda a, b: a * b, self, other)
+        return self._map(lambda a, b: a * b, other)
 
     def div(self, other: Any) -> Unrolled:
-        return per_class(lambda a, b: a / b, self, other)
+        return self._map(lambda a, b: a / b, other)
 
     def exp(self) -> Unrolled:
-        return per_class(torch.exp, self)
+        return self._map(torch.exp)
 
     def clamp(self, low: Any = None, high: Any = None) -> Unrolled:
-        return per_class(lambda a: a.clamp(low, high), self)
+        return self._map(lambda a: a.clamp(low, high))
 
     def clamp_min(self, low: Any) -> Unrolled:
-        return per_class(lambda a: a.clamp_min(low), self)
+        return self._map(lambda a: a.clamp_min(low))
 
     def masked_fill(self, mask: Any, value: float) -> Unrolled:
-        return per_class(lambda a, m: a.masked_fill(m, value), self, mask)
+        return self._map(lambda a, m: a.masked_fill(m, value), mask)
 
 
 #: Class values in either form.

@@ -39,6 +39,8 @@ def check_gamma(gamma: GammaLike) -> None:
             raise ValueError(f"gamma must be a scalar, got a tensor of shape {tuple(gamma.shape)}")
         if gamma.device.type != "cpu" or torch.compiler.is_compiling():
             return
+        check_range("gamma", float(gamma.detach()), 0.0)
+        return
     check_range("gamma", gamma, 0.0)
 
 

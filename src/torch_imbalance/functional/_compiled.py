@@ -19,7 +19,7 @@ import types
 import warnings
 from collections import Counter
 from collections.abc import Callable, Hashable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 
@@ -88,7 +88,7 @@ def get_compile_mode() -> CompileMode:
     mode = _state["mode"]
     if mode not in _MODES:
         raise ValueError(f"TORCH_IMBALANCE_COMPILE must be one of {_MODES}, got {mode!r}")
-    return mode
+    return cast(CompileMode, mode)
 
 
 def torch_is_tested(version: str | None = None) -> bool:
@@ -238,7 +238,7 @@ def _signature(values: tuple[Any, ...] | list[Any], devices: set[str]) -> Hashab
     """What of the kernel arguments torch.compile guards on beyond sizes: rank, dtype, device,
     ``requires_grad`` of a tensor and the rank of the tensor it views, the type of anything
     else (nested in tuples). Adds the tensors' device types to ``devices``."""
-    described: list[Hashable] = []
+    described: list[Any] = []
     for value in values:
         if isinstance(value, torch.Tensor):
             base = value._base
@@ -271,7 +271,10 @@ class _PerSignature:
     """
 
     def __init__(
-        self, function: Callable[..., Any], options: dict[str, Any] | None, keywords: dict
+        self,
+        function: Callable[..., Any],
+        options: dict[str, Any] | None,
+        keywords: dict[str, Any],
     ) -> None:
         self.function, self.options, self.keywords = function, options, keywords
         self.copies: dict[Hashable, Callable[..., Any]] = {}

@@ -25,7 +25,7 @@ def label_counts(target: torch.Tensor, num_classes: int, ignore_index: int | Non
             kernel = _compiled.compiled_kernel(
                 key, _count, num_classes=num_classes, ignore_index=ignore_index, masked=True
             )
-            counts = kernel(target)
+            counts: torch.Tensor = kernel(target)
         except Exception as error:
             _compiled.mark_broken(error)
         else:

@@ -54,7 +54,7 @@ class BodyOutput(NamedTuple):
         d_gamma: per element ``∂(scale · values · upstream)/∂γ`` (``scale`` included: the
             compiled loop then sums it with the values), or None when not asked for.
         scale: the factor of the reduced sum (``1 / Σ w`` for a mean), or None for 1.
-        count: per entry, 1 where labelled (a multi-label mean's divisor, counted in the same
+        counted: per entry, 1 where labelled (a multi-label mean's divisor, counted in the same
             loop), or None; the gradient is then written scaled by ``1 / numel``.
     """
 
@@ -62,7 +62,7 @@ class BodyOutput(NamedTuple):
     grad: torch.Tensor
     d_gamma: torch.Tensor | None
     scale: torch.Tensor | float | None
-    count: torch.Tensor | None
+    counted: torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,8 @@ def key_of(value: Any) -> Hashable:
         return (value.func, key_of(value.args), keywords)
     if isinstance(value, (tuple, list)):
         return tuple(key_of(v) for v in value)
-    return value
+    hashable: Hashable = value
+    return hashable
 
 
 def chunk_slices(batch: int, classes: int, spatial: int) -> Iterator[tuple[slice, slice]]:
@@ -166,7 +167,7 @@ def _sums(out: BodyOutput) -> tuple[torch.Tensor, torch.Tensor | None, torch.Ten
     d_total = None if out.d_gamma is None else out.d_gamma.sum()
     if out.scale is not None:
         total = total * out.scale
-    return total, d_total, None if out.count is None else out.count.sum()
+    return total, d_total, None if out.counted is None else out.counted.sum()
 
 
 def _one_pass(  # pragma: no cover (compiled)
@@ -267,7 +268,9 @@ def _reduced_outputs(
     on the eager chunks."""
     if logits.numel() > 0 and wants_compiled(logits):
         try:
-            outputs = _kernel(_one_pass, body)(logits, target, factor_inputs, gamma, *tensors)
+            outputs: tuple[
+                torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None
+            ] = _kernel(_one_pass, body)(logits, target, factor_inputs, gamma, *tensors)
         except Exception as error:
             mark_broken(error)
         else:
@@ -287,8 +290,8 @@ class _OnePassLoss(torch.autograd.Function):
     gradient factor where there is one (a multi-label mean: ``numel / count``)."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx,
+    def forward(
+        ctx: Any,
         logits: torch.Tensor,
         gamma: torch.Tensor | float,
         outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None],
@@ -304,7 +307,7 @@ class _OnePassLoss(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_loss: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[Any, ...]:
         grad, d_gamma = ctx.grad, ctx.d_gamma
         ctx.grad = ctx.d_gamma = None
         if grad is None:  # backward again through a retained graph
@@ -322,17 +325,18 @@ class _ElementLoss(torch.autograd.Function):
     ``upstream`` of every element (no per-element state is kept between the passes)."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx, logits: torch.Tensor, gamma: torch.Tensor | float, run: Callable[..., Any]
+    def forward(
+        ctx: Any, logits: torch.Tensor, gamma: torch.Tensor | float, run: Callable[..., Any]
     ) -> torch.Tensor:
         ctx.run = run
         ctx.wants_gamma = isinstance(gamma, torch.Tensor) and gamma.requires_grad
         ctx.save_for_backward(logits)
-        return run(logits, None)
+        values: torch.Tensor = run(logits, None)
+        return values
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_values: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad_values: torch.Tensor) -> tuple[Any, ...]:
         (logits,) = ctx.saved_tensors
         grad, d_gamma = ctx.run(logits, grad_values)
         return grad, d_gamma if ctx.wants_gamma else None, None
@@ -388,7 +392,10 @@ def run_body(
         loss, grad, d_gamma, invalid, grad_factor = rerun()
         if checks is not None:
             check_flag(invalid, checks)
-        return _OnePassLoss.apply(logits, gamma, (loss, grad, d_gamma, grad_factor), rerun)
+        reduced: torch.Tensor = _OnePassLoss.apply(
+            logits, gamma, (loss, grad, d_gamma, grad_factor), rerun
+        )
+        return reduced
     on_device = z.device.type == "cuda"
     if checks is not None and not on_device:
         checks()
@@ -415,12 +422,13 @@ def run_body(
             body, x3, t, factor_inputs, g, gamma_value, tensors, values_shape
         )
         if g is None:
+            assert values is not None
             record_run("eager-elements")
             return values.reshape(element_shape)
         record_run("eager-gradient")
         return grad.view(x.shape), d_total
 
-    values = _ElementLoss.apply(logits, gamma, run)
+    values: torch.Tensor = _ElementLoss.apply(logits, gamma, run)
     if checks is not None and on_device:
         check_flag(~torch.isfinite(values).all(), checks)
     return values

@@ -162,7 +162,7 @@ def _head_exps(
             continue
         power = _power_of(spec, k, base) if k != base else None
         if power is None:
-            y = _head_logits(z, k, spec, offsets).masked_fill(is_target, float("-inf"))
+            y = _head_logits(z, k, spec, offsets).masked_fill(is_target, float("-inf"))  # type: ignore[arg-type]
             top = class_max(y)
             e = y.sub(top).clamp_min(spec.floor).exp()
         else:
@@ -246,7 +246,10 @@ def _gap_gradient(
         )
         total = term if total is None else total + term
     assert total is not None
-    return per_class(lambda t, other: torch.where(t, at_target, other), is_target, total)
+    gradient: ClassValues = per_class(
+        lambda t, other: torch.where(t, at_target, other), is_target, total
+    )
+    return gradient
 
 
 def labelled(
@@ -418,5 +421,7 @@ def gap_loss(
     )
 
 
-def _cast(value: torch.Tensor | None, dtype: torch.dtype, device: torch.device):
+def _cast(
+    value: torch.Tensor | None, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor | None:
     return None if value is None else value.to(device=device, dtype=dtype)

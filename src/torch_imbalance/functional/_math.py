@@ -46,6 +46,7 @@ def cutoff(
     about ``(1 + γ) e^{floor + margin}`` (4·10⁻³⁴ in float32; times the factor where it is above
     1) instead of less."""
     floor = exp_floor(gap.dtype)
+    bounded: torch.Tensor | float
     if isinstance(log_scale, torch.Tensor):
         bounded = log_scale.clamp(floor / 2, 0.0)
     else:

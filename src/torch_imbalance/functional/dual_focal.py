@@ -116,7 +116,7 @@ def dual_focal_body(
     is_t = is_class(safe, z)
     z_t = pick(z, is_t, safe)
     anchor: Any = in_logit_loop(first_class(z)) if compiled else _identity
-    top, is_star = first_max(z.masked_fill(is_t, float("-inf")))
+    top, is_star = first_max(z.masked_fill(is_t, float("-inf")))  # type: ignore[arg-type]
     outside = per_class(lambda t, s: ~(t | s), is_t, is_star)  # the classes c ∉ {t, j*}
     # One exp per logit, centred on the largest of the classes ∉ {t, j*} (exact for the terms
     # that matter however far apart the logits are); with 2 classes there are none.
@@ -183,6 +183,7 @@ def dual_focal_body(
                 lambda o, c: torch.where(o, ((c - lse) * g_gamma).exp(), 0.0), outside, z
             )
             power_star = anchor(torch.exp(g_gamma * log_p_star))
+            assert focal_power is not None
             sig_gamma = sig * focal_power
         power_sum = anchor(class_sum(power) + power_star)
         value = value + alpha * (sig_gamma + power_sum)
@@ -213,7 +214,8 @@ def dual_focal_body(
         if focal_power is not None:
             focal_factor = focal_factor * focal_power
             star_focal = star_focal * focal_power
-        grad = grad.add(p.mul(focal_factor))
+        grad = _sum_of(grad, p.mul(focal_factor))
+        assert power_sum is not None and sig_gamma is not None and power_star is not None
         at_target = at_target - alpha * g_gamma * (p_t * power_sum + sig_gamma * p_t)
         at_star = at_star + alpha * g_gamma * (power_star - p_star * power_sum + star_focal)
     grad = _sum_of(grad, w.mul(k_p * one_m_p_star + k_w))
@@ -243,7 +245,7 @@ def _identity(value: torch.Tensor) -> torch.Tensor:
 
 
 def _sum_of(total: ClassValues | None, term: ClassValues) -> ClassValues:
-    return term if total is None else total.add(term)
+    return term if total is None else total.add(term)  # type: ignore[arg-type]  # either form
 
 
 def multilabel_dual_focal_entries(

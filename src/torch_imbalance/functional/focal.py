@@ -117,7 +117,7 @@ def check_alpha(alpha: float | torch.Tensor | None, num_classes: int) -> None:
         if bool(((alpha < 0) | (alpha > 1)).any()):
             raise ValueError(f"alpha must lie in [0, 1], got {alpha.tolist()}")
         return
-    check_range("alpha", alpha, 0.0, 1.0)
+    check_range("alpha", float(alpha), 0.0, 1.0)
 
 
 def focal_loss(

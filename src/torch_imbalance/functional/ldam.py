@@ -25,6 +25,7 @@ def resolve_margins(
     if (class_counts is None) == (margins is None):
         raise ValueError("pass exactly one of class_counts (to derive margins) or margins")
     if margins is None:
+        assert class_counts is not None
         check_range("max_margin", max_margin, 0.0, low_inclusive=False)
         margins = ldam_margins(class_counts, max_margin, torch.float64)
     check_class_counts_match(

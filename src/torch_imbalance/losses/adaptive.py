@@ -7,7 +7,7 @@ import torch.distributed as dist
 from torch import nn
 
 from torch_imbalance._checks import as_class_counts, check_range
-from torch_imbalance._types import Task
+from torch_imbalance._types import CountsLike, Task
 from torch_imbalance.functional._counts import label_counts
 
 #: Frequencies are floored here so that a class absent from the data gets a large, finite weight.
@@ -44,7 +44,7 @@ class AdaptiveClassWeights(nn.Module):
     def __init__(
         self,
         num_classes: int,
-        class_counts: object | None = None,
+        class_counts: CountsLike | None = None,
         momentum: float = 0.99,
         power: float = 0.5,
     ) -> None:

@@ -45,6 +45,8 @@ class FocalLoss(GammaMixin, ImbalanceLoss):
         2.0
     """
 
+    alpha: torch.Tensor | None
+
     def __init__(
         self,
         gamma: float = 2.0,

@@ -43,7 +43,7 @@ def build_classification_metrics(num_classes: int, task: str = "multiclass") -> 
     """A collection updated with ``(probabilities (N, C), target)``: class indices ``(N,)``
     for ``"multiclass"``, 0/1 rows ``(N, C)`` for ``"multilabel"``."""
     if task == "multilabel":
-        labels = {"num_labels": num_classes}
+        labels: dict[str, Any] = {"num_labels": num_classes}
         return MetricCollection(
             {
                 "macro_f1": MultilabelF1Score(**labels, average="macro"),
@@ -58,7 +58,7 @@ def build_classification_metrics(num_classes: int, task: str = "multiclass") -> 
             },
             compute_groups=False,
         )
-    classes = {"num_classes": num_classes}
+    classes: dict[str, Any] = {"num_classes": num_classes}
     return MetricCollection(
         {
             "macro_f1": MulticlassF1Score(**classes, average="macro"),

@@ -93,7 +93,7 @@ def _attempt(name: str) -> int:
 def training_curves_plot(series: dict[str, list[tuple[int, float]]], path: Path) -> None:
     """Loss curves, validation macro F1 / balanced accuracy, and γ and class weights when the
     loss has them."""
-    panels = [
+    panels: list[tuple[str, list[str]]] = [
         ("loss", [k for k in ("train/loss", "val/loss") if k in series]),
         ("validation", [k for k in ("val/macro_f1", "val/balanced_accuracy") if k in series]),
         ("loss state", sorted(k for k in series if k.startswith("loss/"))),

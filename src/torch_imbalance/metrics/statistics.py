@@ -78,17 +78,17 @@ class RunOutcome:
         cls, items: Sequence[str], labels: Sequence[int], predicted: Sequence[int], classes: int
     ) -> RunOutcome:
         """Classification: one true and one predicted class index per item."""
-        labels, predicted = np.asarray(labels), np.asarray(predicted)
-        if labels.shape != predicted.shape or labels.shape != (len(items),):
+        true, guess = np.asarray(labels), np.asarray(predicted)
+        if true.shape != guess.shape or true.shape != (len(items),):
             raise ValueError(
                 f"expected one label and one prediction per item ({len(items)}), got "
-                f"{labels.shape} and {predicted.shape}"
+                f"{true.shape} and {guess.shape}"
             )
-        for name, values in (("label", labels), ("prediction", predicted)):
+        for name, values in (("label", true), ("prediction", guess)):
             if len(values) and not (0 <= values.min() and values.max() < classes):
                 raise ValueError(f"a {name} lies outside the {classes} classes")
         confusion = np.zeros((len(items), classes, classes), dtype=np.int64)
-        confusion[np.arange(len(items)), labels, predicted] = 1
+        confusion[np.arange(len(items)), true, guess] = 1
         return cls(tuple(items), confusion)
 
     @property

@@ -85,7 +85,7 @@ def build_classifier(
         backbone = _create_backbone(name, pretrained and weights is None, in_chans)
     if weights is not None:
         _load_backbone_weights(backbone, Path(weights))
-    features = backbone.num_features
+    features = int(getattr(backbone, "num_features"))  # noqa: B009 (typed as a tensor)
     layer = (
         NormedLinear(features, num_classes)
         if head == "cosine"

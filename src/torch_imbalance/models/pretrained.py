@@ -117,7 +117,7 @@ def imagenet_state_dict(architecture: str, in_chans: int = 3) -> dict[str, torch
                 f"{architecture}.{name} {tuple(expected.shape)}"
             )
         mapped[name] = tensor
-    stem = reference.pretrained_cfg["first_conv"]
+    stem = getattr(reference, "pretrained_cfg")["first_conv"]  # noqa: B009 (typed as a tensor)
     if in_chans != 3:
         key = f"{stem}.weight"
         mapped[key] = adapt_input_conv(in_chans, mapped[key])
