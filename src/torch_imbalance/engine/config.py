@@ -9,6 +9,8 @@ from typing import Any
 
 #: ``--task`` names (each is a task object in ``engine/tasks.py``, checked by a test).
 TASKS = ("classification", "segmentation")
+#: The model a run gets without --model, per task (a timm name; an smp architecture).
+DEFAULT_MODELS = {"classification": "resnet18", "segmentation": "Unet"}
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "step", "none")
 #: Training-set samplers (``data/samplers.py``, checked by a test).
@@ -210,9 +212,7 @@ class RunConfig:
             if meta.get("positive") and not value > 0:
                 raise ConfigError(f"{spec.name} must be positive, got {value}")
         if self.model is None:
-            from torch_imbalance.engine.tasks import TASKS as TASK_OBJECTS
-
-            self.model = TASK_OBJECTS[self.task].default_model
+            self.model = DEFAULT_MODELS[self.task]
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other")
         return self

@@ -12,11 +12,11 @@ import torch
 
 from torch_imbalance.engine.config import RunConfig
 from torch_imbalance.engine.module import ImbalanceModule
+from torch_imbalance.engine.outputs import write_json
 from torch_imbalance.engine.run import (
     RunFolderError,
     build_loaders,
     load_run_data,
-    write_json,
     write_predictions,
 )
 from torch_imbalance.engine.tasks import PREDICTIONS

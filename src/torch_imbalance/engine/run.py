@@ -14,14 +14,8 @@ from torch.utils.data import DataLoader
 from torch_imbalance.data import DatasetError, load_dataset
 from torch_imbalance.engine.config import RunConfig, save_yaml
 from torch_imbalance.engine.module import ImbalanceModule
-from torch_imbalance.engine.tasks import (
-    PREDICTIONS,
-    TASKS,
-    Bundle,
-    Task,
-    task_for,
-    write_json,
-)
+from torch_imbalance.engine.outputs import write_json
+from torch_imbalance.engine.tasks import PREDICTIONS, TASKS, Bundle, Task, task_for
 from torch_imbalance.engine.trainer import build_trainer
 
 __all__ = ["BEST_CHECKPOINT", "LAST_CHECKPOINT", "RunFolderError", "train", "write_json"]

@@ -11,7 +11,6 @@ so that reading the task table (the command line's ``--task`` choices) stays che
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from abc import ABC, abstractmethod
@@ -23,12 +22,12 @@ import torch
 from torch import nn
 
 from torch_imbalance.data.records import DatasetBundle, SegmentationBundle
+from torch_imbalance.engine.config import DEFAULT_MODELS, RunConfig
+from torch_imbalance.engine.outputs import write_csv
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader, Dataset
     from torchmetrics import MetricCollection
-
-    from torch_imbalance.engine.config import RunConfig
 
 Bundle = DatasetBundle | SegmentationBundle
 
@@ -36,23 +35,6 @@ Bundle = DatasetBundle | SegmentationBundle
 PREDICTIONS = Path("predictions")
 #: How many test tiles the segmentation overlay figures show.
 OVERLAY_TILES = 4
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Atomically (temporary file, then rename)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=1))
-    os.replace(temporary, path)
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    """Atomically, like :func:`write_json`."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(temporary, path)
 
 
 def training_curves(run_dir: Path) -> list[str]:
@@ -219,7 +201,7 @@ class ClassificationTask(Task):
     classifier, balanced classification metrics, the confusion matrix and per-class F1."""
 
     name = "classification"
-    default_model = "resnet18"
+    default_model = DEFAULT_MODELS["classification"]
     primary_metric = "macro_f1"
     summary_metrics = (
         "macro_f1",
@@ -258,7 +240,7 @@ class ClassificationTask(Task):
         return build_transform(config.image_size, channels, False, normalize=config.normalize)
 
     def prediction_writer(self, out: Path, module: Any, output_format: str, overlays: bool) -> Any:
-        from torch_imbalance.engine.predict import ClassificationWriter, PredictError
+        from torch_imbalance.engine.outputs import ClassificationWriter, PredictError
 
         if overlays:
             raise PredictError("--overlays draws segmentation masks; this is a classifier")
@@ -384,7 +366,7 @@ class SegmentationTask(Task):
     whole split, per-image confusion matrices and overlays of the rarest class's tiles."""
 
     name = "segmentation"
-    default_model = "Unet"
+    default_model = DEFAULT_MODELS["segmentation"]
     primary_metric = "miou"
     summary_metrics = ("miou", "mean_dice", "miou_foreground", "pixel_accuracy", "rarest_class_iou")
     delta_metrics = ("miou", "rarest_class_iou")
@@ -436,7 +418,7 @@ class SegmentationTask(Task):
         return lambda image: joint(image, np.zeros((image.height, image.width), np.int64))[0]
 
     def prediction_writer(self, out: Path, module: Any, output_format: str, overlays: bool) -> Any:
-        from torch_imbalance.engine.predict import SegmentationWriter
+        from torch_imbalance.engine.outputs import SegmentationWriter
 
         return SegmentationWriter(out, module, output_format, overlays)
 
