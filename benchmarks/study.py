@@ -102,7 +102,9 @@ SEGMENTATION_ARMS = (
     Arm("dice_ce", "dice_ce"),
 )  # fmt: skip
 #: Settings of every study run: same seed, same result (Lightning's deterministic mode).
-COMMON = {"deterministic": True}
+# Bilinear resizing, as every run of the study so far had (before the interpolation was taken
+# from the pretrained model's configuration, bicubic for EfficientNet-Lite): one study, one recipe.
+COMMON = {"deterministic": True, "interpolation": "bilinear"}
 PRETRAINED_CLASSIFIER = {
     **COMMON,
     "task": "classification",

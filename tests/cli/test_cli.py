@@ -203,6 +203,11 @@ def test_offline_pretrained_training(tmp_path, channels):
     state = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
     assert state["state_dict"]["model.backbone.conv_stem.weight"].shape[1] == int(channels)
     assert "model.head.weight" in state["state_dict"]  # NormedLinear: the cosine head
+    # The weights' own preprocessing (timm's tf_efficientnet_lite0: 0.5 / 0.5, bicubic),
+    # recorded in the checkpoint that evaluate, predict and gradcam read.
+    recorded = state["hyper_parameters"]["config"]
+    assert recorded["mean"] == [0.5] * 3 and recorded["std"] == [0.5] * 3
+    assert recorded["interpolation"] == "bicubic"
 
 
 @pytest.mark.slow

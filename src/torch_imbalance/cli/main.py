@@ -143,7 +143,15 @@ def command_gradcam(args: argparse.Namespace) -> int:
     )
     channels = config.channels or bundle.channels
     gradcam_figure(
-        modules, bundle, args.split, indices, channels, config.image_size, out, config.normalize
+        modules,
+        bundle,
+        args.split,
+        indices,
+        channels,
+        config.image_size,
+        out,
+        config.input_normalization(channels),
+        config.resize_interpolation(),
     )
     print(f"Grad-CAM figure: {out}")
     return 0

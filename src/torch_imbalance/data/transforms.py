@@ -3,24 +3,53 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+#: Per-channel ``(mean, std)`` of the input normalisation, or None for [0, 1] pixels.
+Normalization = tuple[Sequence[float], Sequence[float]] | None
+INTERPOLATIONS = {
+    "bilinear": v2.InterpolationMode.BILINEAR,
+    "bicubic": v2.InterpolationMode.BICUBIC,
+    "nearest": v2.InterpolationMode.NEAREST,
+}
+
+
+def _normalize_step(normalization: Normalization) -> v2.Transform:
+    if normalization is None:
+        return v2.Identity()
+    mean, std = normalization
+    return v2.Normalize(list(mean), list(std))
+
+
+def denormalize(images: torch.Tensor, normalization: Normalization) -> torch.Tensor:
+    """``(N, C, H, W)`` network inputs back to [0, 1] pixels (for figures)."""
+    if normalization is None:
+        return images
+    mean, std = (torch.tensor(v, dtype=images.dtype).view(1, -1, 1, 1) for v in normalization)
+    return images * std + mean
+
 
 def build_transform(
-    image_size: int, channels: int, train: bool, augment: bool = True, normalize: bool = True
-):
-    """Resize to ``image_size``², scale to [0, 1] and (``normalize``) to mean 0.5 / std 0.5; in
-    training, horizontal flips and rotations of up to 10° (the light augmentation of the
-    protocol)."""
-    steps: list = [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
+    image_size: int,
+    channels: int,
+    train: bool,
+    augment: bool = True,
+    normalization: Normalization = None,
+    interpolation: str = "bilinear",
+) -> v2.Compose:
+    """Resize to ``image_size``² (``interpolation``), scale to [0, 1], then normalise with the
+    per-channel ``(mean, std)`` (None: none); in training, horizontal flips and rotations of up
+    to 10° (the light augmentation of the protocol)."""
+    resize = v2.Resize((image_size, image_size), INTERPOLATIONS[interpolation], antialias=True)
+    steps: list[v2.Transform] = [v2.ToImage(), resize]
     if train and augment:
         steps += [v2.RandomHorizontalFlip(), v2.RandomRotation(10)]
-    steps.append(v2.ToDtype(torch.float32, scale=True))
-    if normalize:
-        steps.append(v2.Normalize([0.5] * channels, [0.5] * channels))
+    steps += [v2.ToDtype(torch.float32, scale=True), _normalize_step(normalization)]
     return v2.Compose(steps)
 
 
@@ -30,12 +59,14 @@ def build_segmentation_transform(
     train: bool,
     ignore_index: int | None,
     augment: bool = True,
-    normalize: bool = True,
+    normalization: Normalization = None,
+    interpolation: str = "bilinear",
 ):
-    """Joint image/mask transform (torchvision v2; the mask is always resampled nearest):
-    resize for evaluation; in training random resized crops, flips and small rotations
-    (exposed corners become the ignore value, or background without one); pixels in [0, 1],
-    then (``normalize``) mean 0.5 / std 0.5."""
+    """Joint image/mask transform (torchvision v2; the mask is always resampled nearest, the
+    image with ``interpolation``): resize for evaluation; in training random resized crops,
+    flips and small rotations (exposed corners become the ignore value, or background without
+    one); pixels in [0, 1], then normalised with the per-channel ``(mean, std)``."""
+    mode = INTERPOLATIONS[interpolation]
     from torchvision import tv_tensors
 
     fill = {tv_tensors.Image: 0, tv_tensors.Mask: 0 if ignore_index is None else ignore_index}
@@ -43,15 +74,17 @@ def build_segmentation_transform(
     if train and augment:
         steps: list = [
             # A random crop of 60–100 % of the tile, resized back (nearest for the mask).
-            v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.8, 1.25), antialias=True),
+            v2.RandomResizedCrop(
+                size, scale=(0.6, 1.0), ratio=(0.8, 1.25), interpolation=mode, antialias=True
+            ),
             v2.RandomHorizontalFlip(),
             v2.RandomVerticalFlip(),
             v2.RandomRotation(10, fill=fill),
         ]
     else:
-        steps = [v2.Resize(size, antialias=True)]
+        steps = [v2.Resize(size, mode, antialias=True)]
     pipeline = v2.Compose(steps)
-    normalise = v2.Normalize([0.5] * channels, [0.5] * channels) if normalize else v2.Identity()
+    normalise = _normalize_step(normalization)
 
     def apply(image: Image.Image, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = tv_tensors.Image(

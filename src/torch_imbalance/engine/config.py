@@ -114,7 +114,25 @@ class RunConfig:
     augment: bool = setting(True, "light augmentation in training (flips, small rotations)")
     normalize: bool = setting(
         True,
-        "inputs to mean 0.5 / std 0.5; off: [0, 1] pixels, as the LMF authors' ToTensor only",
+        "normalise the inputs (with --mean/--std: the pretrained model's own, else 0.5 / 0.5); "
+        "off: [0, 1] pixels, as the LMF authors' ToTensor only",
+    )
+    # Filled in by `train` from the pretrained model's configuration (timm) when not given, and
+    # recorded in the run's config and checkpoint, which evaluate, predict and gradcam reuse.
+    mean: list[float] | None = setting(  # noqa: RUF009
+        None,
+        "input normalisation mean per channel (YAML; default: see --normalize)",
+        command_line=False,
+    )
+    std: list[float] | None = setting(  # noqa: RUF009
+        None,
+        "input normalisation std per channel (YAML; default: see --normalize)",
+        command_line=False,
+    )
+    interpolation: str | None = setting(
+        None,
+        "resize interpolation (default: the pretrained model's, else bilinear)",
+        choices=("bilinear", "bicubic", "nearest"),
     )
     num_workers: int = setting(0, "data-loading processes", minimum=0)
     folds: int | None = setting(
@@ -220,6 +238,20 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def input_normalization(self, channels: int) -> tuple[list[float], list[float]] | None:
+        """The per-channel ``(mean, std)`` the inputs are normalised with, or None (``normalize``
+        off). Unset (a run from before they were recorded, or from scratch): 0.5 / 0.5. Three
+        values for one channel are averaged (timm sums a grey input's first-layer weights)."""
+        if not self.normalize:
+            return None
+        return (
+            _per_channel("mean", self.mean or [0.5], channels),
+            _per_channel("std", self.std or [0.5], channels),
+        )
+
+    def resize_interpolation(self) -> str:
+        return self.interpolation or "bilinear"
+
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> RunConfig:
         """Build from a mapping (a YAML file); unknown keys are an error naming ``source``."""
@@ -228,6 +260,16 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"{source}: unknown key(s) {unknown}; known: {sorted(known)}")
         return cls(**values)
+
+
+def _per_channel(name: str, values: list[float], channels: int) -> list[float]:
+    if len(values) == channels:
+        return [float(v) for v in values]
+    if len(values) == 1:
+        return [float(values[0])] * channels
+    if channels == 1:
+        return [sum(values) / len(values)]
+    raise ConfigError(f"{name} has {len(values)} values for {channels} input channels")
 
 
 def resolve_config(explicit: dict[str, Any], source: str = "settings") -> RunConfig:

@@ -219,8 +219,14 @@ class ClassificationTask(Task):
         from torch_imbalance.data.dataset import ImageDataset
         from torch_imbalance.data.transforms import build_transform
 
-        train = build_transform(config.image_size, channels, True, config.augment, config.normalize)
-        evaluation = build_transform(config.image_size, channels, False, normalize=config.normalize)
+        normalization = config.input_normalization(channels)
+        interpolation = config.resize_interpolation()
+        train = build_transform(
+            config.image_size, channels, True, config.augment, normalization, interpolation
+        )
+        evaluation = build_transform(
+            config.image_size, channels, False, False, normalization, interpolation
+        )
         return {
             "train": ImageDataset(bundle.train, channels, train),
             "val": ImageDataset(bundle.val, channels, evaluation),
@@ -237,7 +243,14 @@ class ClassificationTask(Task):
     ) -> Any:
         from torch_imbalance.data.transforms import build_transform
 
-        return build_transform(config.image_size, channels, False, normalize=config.normalize)
+        return build_transform(
+            config.image_size,
+            channels,
+            False,
+            False,
+            config.input_normalization(channels),
+            config.resize_interpolation(),
+        )
 
     def prediction_writer(self, out: Path, module: Any, output_format: str, overlays: bool) -> Any:
         from torch_imbalance.engine.outputs import ClassificationWriter, PredictError
@@ -396,7 +409,8 @@ class SegmentationTask(Task):
                 train,
                 bundle.ignore_index,
                 config.augment,
-                config.normalize,
+                config.input_normalization(channels),
+                config.resize_interpolation(),
             )
             return SegmentationDataset(getattr(bundle, split), channels, transform)
 
@@ -412,7 +426,13 @@ class SegmentationTask(Task):
         from torch_imbalance.data.transforms import build_segmentation_transform
 
         joint = build_segmentation_transform(
-            config.image_size, channels, False, ignore_index, config.augment, config.normalize
+            config.image_size,
+            channels,
+            False,
+            ignore_index,
+            config.augment,
+            config.input_normalization(channels),
+            config.resize_interpolation(),
         )
         # The evaluation's joint transform, with a blank mask: the image is resized exactly so.
         return lambda image: joint(image, np.zeros((image.height, image.width), np.int64))[0]
@@ -479,7 +499,10 @@ class SegmentationTask(Task):
         module.eval()
         with torch.no_grad():
             predicted = module(batch.to(module.device)).argmax(1).cpu().numpy()
-        pixels = batch[:, 0] * 0.5 + 0.5 if module.config.normalize else batch[:, 0]
+        from torch_imbalance.data.transforms import denormalize
+
+        channels = batch.shape[1]
+        pixels = denormalize(batch, module.config.input_normalization(channels))[:, 0]
         np.savez_compressed(
             run_dir / "overlay_tiles.npz",
             images=pixels.clamp(0, 1).numpy(),

@@ -14,6 +14,7 @@ from torch import nn
 from torch_imbalance.data import DatasetBundle
 
 if TYPE_CHECKING:
+    from torch_imbalance.data.transforms import Normalization
     from torch_imbalance.engine.module import ImbalanceModule
 
 #: Grad-CAM maps coarser than this many cells a side show bands, not lesions.
@@ -95,7 +96,8 @@ def gradcam_figure(
     channels: int,
     image_size: int,
     out: Path,
-    normalize: bool = True,
+    normalization: Normalization = None,
+    interpolation: str = "bilinear",
 ) -> Path:
     """One row per image: the image, then its Grad-CAM overlay under each checkpoint (for the
     true class), titled with the checkpoint's predicted class and probability."""
@@ -106,7 +108,7 @@ def gradcam_figure(
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     from torch_imbalance.data.dataset import ImageDataset
-    from torch_imbalance.data.transforms import build_transform
+    from torch_imbalance.data.transforms import build_transform, denormalize
 
     part = getattr(bundle, split)
     if not indices:
@@ -114,13 +116,13 @@ def gradcam_figure(
     bad = [i for i in indices if not 0 <= i < len(part)]
     if bad:
         raise ValueError(f"image indices {bad} are outside the {split} split (0..{len(part) - 1})")
-    transform = build_transform(image_size, channels, train=False, normalize=normalize)
+    transform = build_transform(image_size, channels, False, False, normalization, interpolation)
     dataset = ImageDataset(part, channels, transform)
     images = torch.stack([dataset[i][0] for i in indices])
     labels = [int(part.labels[i]) for i in indices]
-    shown = (
-        (images * 0.5 + 0.5 if normalize else images).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-    ).astype(np.float32)
+    shown = (denormalize(images, normalization).clamp(0, 1).permute(0, 2, 3, 1).numpy()).astype(
+        np.float32
+    )
     if shown.shape[-1] == 1:
         shown = np.repeat(shown, 3, axis=-1)
     columns = 1 + len(modules)
