@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from torch_imbalance._checks import as_class_counts, check_range
-from torch_imbalance._types import CountsLike
+from torch_imbalance._types import CountsLike, TrainingLoss
 
 
 def _to_tensor(values: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -191,6 +191,16 @@ class DeferredReweighting(nn.Module):
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         value: torch.Tensor = self.loss(input, target)
         return value
+
+    def logit_scale(self) -> float:
+        """The wrapped loss's (1 for a loss outside this library)."""
+        return self.loss.logit_scale() if isinstance(self.loss, TrainingLoss) else 1.0
+
+    def training_state(self) -> dict[str, float | torch.Tensor]:
+        """The wrapped loss's state, with the class weights this wrapper has set."""
+        state = self.loss.training_state() if isinstance(self.loss, TrainingLoss) else {}
+        weight = self.loss.weight
+        return {**state, "weight": weight.detach()} if isinstance(weight, torch.Tensor) else state
 
     def extra_repr(self) -> str:
         return f"start_epoch={self.start_epoch}, beta={self.beta}"

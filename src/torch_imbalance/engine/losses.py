@@ -25,3 +25,13 @@ class DiceCELoss(nn.Module):
         return F.cross_entropy(logits, target, ignore_index=self.ignore_index) + self.dice(
             logits, target
         )
+
+    # What the training loop asks of a loss (``torch_imbalance._types.TrainingLoss``).
+    def logit_scale(self) -> float:
+        return 1.0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing follows the epoch."""
+
+    def training_state(self) -> dict[str, float | torch.Tensor]:
+        return {}

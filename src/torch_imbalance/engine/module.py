@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
+from torch_imbalance._types import TrainingLoss
 from torch_imbalance.engine.config import RunConfig
 from torch_imbalance.engine.losses import DiceCELoss
 from torch_imbalance.engine.tasks import Task, task_for
@@ -31,7 +32,8 @@ def build_run_loss(
     ignore_index: int | None = None,
 ) -> torch.nn.Module:
     """The registry loss (or ``dice_ce``) with the run's overrides; DRW spans the run's epochs
-    by default; the task's own options (multi-label, the masks' ignore value) are passed on."""
+    by default; the task's own options (multi-label, the masks' ignore value) are passed on.
+    Each implements :class:`~torch_imbalance._types.TrainingLoss`."""
     if config.loss == "dice_ce":
         return DiceCELoss(ignore_index)
     overrides = dict(config.loss_params)
@@ -98,11 +100,15 @@ class ImbalanceModule(pl.LightningModule):
         """Class probabilities of the model's logits (softmax, or sigmoid for multi-label)."""
         return self.task_spec.probabilities(logits, self.probability_scale)
 
+    @property
+    def training_loss(self) -> TrainingLoss:
+        """The loss, through what the training loop asks of it (``_types.TrainingLoss``)."""
+        assert isinstance(self.loss, TrainingLoss), type(self.loss).__name__
+        return self.loss
+
     # --------------------------------------------------------------------------- training
     def on_train_epoch_start(self) -> None:
-        set_epoch = getattr(self.loss, "set_epoch", None)  # deferred re-weighting
-        if set_epoch is not None:
-            set_epoch(self.current_epoch)
+        self.training_loss.set_epoch(self.current_epoch)  # deferred re-weighting switches here
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Dropout and other in-model randomness draw from torch's global generator: seeding it
@@ -123,13 +129,10 @@ class ImbalanceModule(pl.LightningModule):
     def loss_state(self) -> dict[str, float]:
         """Learnable γ, adaptive / DRW class weights: what the loss learned or switched."""
         state: dict[str, float] = {}
-        inner: Any = getattr(self.loss, "loss", self.loss)  # inside a DeferredReweighting wrapper
-        if hasattr(inner, "gamma_value"):
-            state["loss/gamma"] = inner.gamma_value()
-        if hasattr(inner, "current_weight"):
-            weights = inner.current_weight()
-        else:
-            weights = getattr(inner, "weight", None)
+        reported = self.training_loss.training_state()
+        if "gamma" in reported:
+            state["loss/gamma"] = float(reported["gamma"])
+        weights = reported.get("weight")
         if isinstance(weights, torch.Tensor) and weights.numel() == len(self.classes):
             for name, value in zip(self.classes, weights.detach().float().tolist(), strict=True):
                 state[f"loss/weight_{name}"] = value

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from torch_imbalance._types import TrainingLoss
 from torch_imbalance.data.records import DatasetBundle, SegmentationBundle
 from torch_imbalance.engine.config import DEFAULT_MODELS, RunConfig
 from torch_imbalance.engine.outputs import write_csv
@@ -280,9 +281,8 @@ class ClassificationTask(Task):
         return {"task": "multilabel"} if self.labels == "multilabel" else {}
 
     def probability_scale(self, config: RunConfig, loss: nn.Module) -> float:
-        inner = getattr(loss, "loss", loss)  # inside a DeferredReweighting wrapper
-        if self.head(config) == "cosine":
-            return float(getattr(inner, "scale", 1.0))
+        if self.head(config) == "cosine" and isinstance(loss, TrainingLoss):
+            return loss.logit_scale()  # the cosine head's logits, as the loss scales them
         return 1.0
 
     def probabilities(self, logits: torch.Tensor, scale: float = 1.0) -> torch.Tensor:

@@ -68,6 +68,29 @@ class ImbalanceLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, task={self.task!r}, ignore_index={self.ignore_index}"
 
+    # What a training loop may ask (``_types.TrainingLoss``).
+    def logit_scale(self) -> float:
+        """The factor the loss puts on the logits before its softmax: 1 (LDAM and LMF: ``s``)."""
+        return 1.0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing follows the epoch here (:class:`~torch_imbalance.DeferredReweighting` does)."""
+
+    def current_weight(self) -> torch.Tensor | None:
+        """The class weights the next forward uses."""
+        return self.weight
+
+    def training_state(self) -> dict[str, float | torch.Tensor]:
+        """The class weights in use, when there are any (``{"weight": (C,)}``).
+
+        Examples:
+            >>> from torch_imbalance import FocalLoss
+            >>> FocalLoss(gamma=2.0, weight=[1.0, 3.0]).training_state()
+            {'weight': tensor([1., 3.]), 'gamma': 2.0}
+        """
+        weight = self.current_weight()
+        return {} if weight is None else {"weight": weight.detach()}
+
 
 class BoundedGamma(nn.Module):
     r"""A learnable γ kept inside ``(γ_min, γ_max)``: :math:`\gamma = \gamma_{min} +
@@ -100,7 +123,7 @@ class BoundedGamma(nn.Module):
         return f"range=({self.low}, {self.high})"
 
 
-class GammaMixin:
+class GammaMixin(ImbalanceLoss):
     """``gamma`` as a fixed float or a :class:`BoundedGamma` (``learnable_gamma=True``)."""
 
     _fixed_gamma: float
@@ -121,3 +144,6 @@ class GammaMixin:
     def gamma_value(self) -> float:
         """The current γ as a float (for logging)."""
         return float(self.learnable().detach()) if self.learnable is not None else self._fixed_gamma
+
+    def training_state(self) -> dict[str, float | torch.Tensor]:
+        return {**super().training_state(), "gamma": self.gamma_value()}

@@ -75,5 +75,9 @@ class LDAMLoss(ImbalanceLoss):
             **self.conventions(),
         )
 
+    def logit_scale(self) -> float:
+        """LDAM's ``s``: a cosine head's probabilities are ``softmax(s · z)``."""
+        return float(self.scale)
+
     def extra_repr(self) -> str:
         return f"max_margin={self.max_margin}, scale={self.scale}, " + super().extra_repr()

@@ -117,6 +117,10 @@ class LMFLoss(ImbalanceLoss):
             **self.conventions(),
         )
 
+    def logit_scale(self) -> float:
+        """LDAM's ``s``: a cosine head's probabilities are ``softmax(s · z)``."""
+        return float(self.scale)
+
     def extra_repr(self) -> str:
         return (
             f"variant={self.variant!r}, gamma={self.gamma:g}, ldam_weight={self.ldam_weight}, "
