@@ -29,6 +29,7 @@ NON_DEFAULT = {
     "val_keep_fraction": ("0.25", 0.25),
     "folds": ("5", 5),
     "sampler": ("oversample", "oversample"),
+    "interpolation": ("bicubic", "bicubic"),
     "num_workers": ("2", 2),
     "num_classes": ("4", 4),
     "ignore_index": ("0", 0),

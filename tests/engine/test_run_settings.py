@@ -30,14 +30,19 @@ def test_margin_weights_leave_other_losses_alone():
 def test_normalize_off_feeds_zero_to_one_pixels():
     from PIL import Image
 
+    from torch_imbalance.engine.config import resolve_config
+
     image = Image.new("L", (8, 8), color=255)
-    normalised = build_transform(8, 1, train=False)(image)
-    raw = build_transform(8, 1, train=False, normalize=False)(image)
+    dark = Image.new("L", (8, 8), color=0)
+    on = resolve_config({}).input_normalization(1)  # from scratch: 0.5 / 0.5
+    off = resolve_config({"normalize": False}).input_normalization(1)
+    assert off is None
+    normalised = build_transform(8, 1, False, False, on)(image)
+    raw = build_transform(8, 1, False, False, off)(image)
     torch.testing.assert_close(raw, torch.ones(1, 8, 8))
     torch.testing.assert_close(normalised, torch.ones(1, 8, 8))  # (1 − 0.5) / 0.5
-    dark = Image.new("L", (8, 8), color=0)
-    assert float(build_transform(8, 1, False, normalize=False)(dark).max()) == 0.0
-    assert float(build_transform(8, 1, False)(dark).max()) == -1.0
+    assert float(build_transform(8, 1, False, False, off)(dark).max()) == 0.0
+    assert float(build_transform(8, 1, False, False, on)(dark).max()) == -1.0
 
 
 def test_a_learnable_gamma_gets_its_own_learning_rate_and_no_weight_decay():
