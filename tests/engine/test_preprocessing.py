@@ -71,9 +71,9 @@ def test_transform_normalizes_and_denormalize_inverts():
     normalization = IMAGENET
     pixels = build_transform(16, 3, False, False, None, "bicubic")(image)
     normed = build_transform(16, 3, False, False, normalization, "bicubic")(image)
-    expected = (pixels - torch.tensor(IMAGENET[0]).view(3, 1, 1)) / torch.tensor(
-        IMAGENET[1]
-    ).view(3, 1, 1)
+    expected = (pixels - torch.tensor(IMAGENET[0]).view(3, 1, 1)) / torch.tensor(IMAGENET[1]).view(
+        3, 1, 1
+    )
     torch.testing.assert_close(normed, expected)
     torch.testing.assert_close(denormalize(normed[None], normalization)[0], pixels)
     bilinear = build_transform(16, 3, False, False, None, "bilinear")(image)
