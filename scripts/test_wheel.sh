@@ -18,7 +18,8 @@ python -m build --sdist --wheel --outdir "$dist" "$root" > "$work/build.log" 2>&
   || { tail -30 "$work/build.log"; exit 1; }
 python -m twine check --strict "$dist"/*
 wheel="$(ls "$dist"/torch_imbalance-*.whl)"
-unzip -l "$wheel" | grep -q "torch_imbalance/py.typed" || { echo "py.typed missing"; exit 1; }
+python -c "import sys, zipfile; sys.exit('torch_imbalance/py.typed' not in zipfile.ZipFile(sys.argv[1]).namelist())" "$wheel" \
+  || { echo "py.typed missing from the wheel"; exit 1; }
 
 if [ ! -x "$venv/bin/python" ]; then
   echo "[torch-imbalance] creating the wheel's environment in $venv"
