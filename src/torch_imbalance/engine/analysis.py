@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from torch_imbalance.engine.tasks import task_for
 from torch_imbalance.metrics.classification import frequency_group_f1, frequency_groups
 from torch_imbalance.metrics.statistics import (
     Metric,
@@ -271,8 +272,6 @@ class Analysis:
         """The table: per loss, mean ± std of the summary metrics, frequency-group F1, per-seed
         Δ of each Δ metric, its interval at the Holm level and the verdict against the
         baseline."""
-        from torch_imbalance.engine.tasks import task_for
-
         names = task_for(self.task).summary_metrics
         deltas = DELTA_METRICS.get(self.task, (self.metric,))
         header = ["loss", "seeds", *names]

@@ -77,9 +77,11 @@ def load_run_data(config: RunConfig) -> Bundle:
     )
 
 
-def build_loaders(config: RunConfig, bundle: Bundle, channels: int) -> dict[str, DataLoader]:
+def build_loaders(
+    config: RunConfig, bundle: Bundle, channels: int, task: Task
+) -> dict[str, DataLoader]:
     """Train (shuffled or re-sampled), val and test loaders of the bundle's task."""
-    return task_for(bundle.task).loaders(config, bundle, channels)
+    return task.loaders(config, bundle, channels)
 
 
 def train(config: RunConfig) -> dict[str, Any]:
@@ -105,7 +107,7 @@ def train(config: RunConfig) -> dict[str, Any]:
     if is_first_process:
         bundle.save_splits(run_dir / "splits")
         save_yaml(config, run_dir / "config.yaml")
-    loaders = build_loaders(config, bundle, channels)
+    loaders = build_loaders(config, bundle, channels, task)
     ignore_index = getattr(bundle, "ignore_index", None)
     module = ImbalanceModule(
         config.to_dict(), bundle.classes, counts, channels, bundle.task, ignore_index

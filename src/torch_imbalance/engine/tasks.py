@@ -24,7 +24,12 @@ from torch import nn
 from torch_imbalance._types import TrainingLoss
 from torch_imbalance.data.records import DatasetBundle, SegmentationBundle
 from torch_imbalance.engine.config import DEFAULT_MODELS, RunConfig
-from torch_imbalance.engine.outputs import write_csv
+from torch_imbalance.engine.outputs import (
+    ClassificationWriter,
+    PredictError,
+    SegmentationWriter,
+    write_csv,
+)
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader, Dataset
@@ -254,8 +259,6 @@ class ClassificationTask(Task):
         )
 
     def prediction_writer(self, out: Path, module: Any, output_format: str, overlays: bool) -> Any:
-        from torch_imbalance.engine.outputs import ClassificationWriter, PredictError
-
         if overlays:
             raise PredictError("--overlays draws segmentation masks; this is a classifier")
         return ClassificationWriter(out, module, output_format)
@@ -438,8 +441,6 @@ class SegmentationTask(Task):
         return lambda image: joint(image, np.zeros((image.height, image.width), np.int64))[0]
 
     def prediction_writer(self, out: Path, module: Any, output_format: str, overlays: bool) -> Any:
-        from torch_imbalance.engine.outputs import SegmentationWriter
-
         return SegmentationWriter(out, module, output_format, overlays)
 
     def build_model(self, config: RunConfig, classes: int, channels: int) -> nn.Module:
