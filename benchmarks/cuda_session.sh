@@ -6,6 +6,10 @@
 #
 #   bash benchmarks/cuda_session.sh tests            # tests/test_cuda.py
 #   bash benchmarks/cuda_session.sh bench [ARGS...]   # bench_losses.py --device cuda ARGS
+#   bash benchmarks/cuda_session.sh overhead          # bench_overhead.py: per call vs F.cross_entropy
+#
+# A lent machine's torch may be outside the tested range (2.11 in 2026): "auto" then runs the
+# eager driver; TORCH_IMBALANCE_COMPILE=always times the compiled kernels.
 #
 # Results go to $OUT (default benchmarks/results/cuda).
 set -uo pipefail
@@ -31,8 +35,12 @@ case "$stage" in
     python3 benchmarks/bench_losses.py --device cuda --out "$out" "$@" 2>&1 \
       | tee "$out/bench_losses.log" | grep -v "^\[" | tail -150
     ;;
+  overhead)
+    python3 benchmarks/bench_overhead.py --device cuda --shapes 32x10,8x4x256x256 --out "$out" \
+      "$@" 2>&1 | tee "$out/bench_overhead.log" | tail -60
+    ;;
   *)
-    echo "unknown stage $stage (tests or bench)" >&2
+    echo "unknown stage $stage (tests, bench or overhead)" >&2
     exit 2
     ;;
 esac
