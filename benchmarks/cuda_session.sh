@@ -36,7 +36,7 @@ case "$stage" in
       | tee "$out/bench_losses.log" | grep -v "^\[" | tail -150
     ;;
   overhead)
-    python3 benchmarks/bench_overhead.py --device cuda --shapes 32x10,8x4x256x256 --out "$out" \
+    python3 benchmarks/bench_overhead.py --device cuda --shapes 32x10,4x4x512x512 --out "$out" \
       "$@" 2>&1 | tee "$out/bench_overhead.log" | tail -60
     ;;
   *)
