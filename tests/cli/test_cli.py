@@ -445,3 +445,44 @@ def test_readme_first_training_example_parses_to_the_yardstick_settings():
     for key, value in EXAMPLE.items():
         if key != "progress":
             assert getattr(config, key) == value, key
+
+
+@pytest.mark.slow
+def test_resnet50_weights_record_imagenet_preprocessing(tmp_path):
+    """A resnet50 run from a weights file (the offline stand-in for --pretrained) normalises
+    with timm's ImageNet mean/std for resnet50 and resizes bicubic, and its checkpoint records
+    both (evaluate, predict and gradcam read them from there)."""
+    import timm
+
+    weights = tmp_path / "resnet50.pt"
+    torch.save(timm.create_model("resnet50", num_classes=0).state_dict(), weights)
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "digits-lt",
+            "--model",
+            "resnet50",
+            "--weights",
+            str(weights),
+            "--channels",
+            "3",
+            "--max-per-class",
+            "2",
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    state = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    recorded = state["hyper_parameters"]["config"]
+    assert recorded["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert recorded["std"] == pytest.approx([0.229, 0.224, 0.225])
+    assert recorded["interpolation"] == "bicubic"
+    assert "interpolation: bicubic" in (out / "config.yaml").read_text()
