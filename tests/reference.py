@@ -253,3 +253,88 @@ def poly1(z, target, epsilon=1.0, weight=None, ignore_index=-100, reduction="mea
     _, _, pt = _softmax_parts(z, safe)
     elem = -torch.log(pt) + epsilon * (1 - pt)
     return reduce_mc(elem, target, weight, ignore_index, reduction)
+
+
+# ------------------------------------------------------------------------- label smoothing
+def smoothed_cross_entropy(logits, target, epsilon, weight=None, ignore_index=-100):
+    """Per element, label smoothing as ``torch.nn.CrossEntropyLoss`` documents it: the target
+    distribution ``q = (1 − ε)·onehot(t) + ε/C``, ``ℓ = −Σ_j w_j q_j log p_j`` over the softmax
+    of ``logits`` (0 where ignored). Written from the documentation, not from our law."""
+    z = logits.to(torch.float64)
+    classes = z.shape[1]
+    safe = torch.where(target == ignore_index, 0, target)
+    q = (1 - epsilon) * one_hot(safe, classes) + epsilon / classes
+    w = torch.ones(classes, dtype=torch.float64) if weight is None else weight.to(torch.float64)
+    elem = -(w.view(1, -1, *([1] * (z.ndim - 2))) * q * torch.log_softmax(z, dim=1)).sum(1)
+    return elem * (target != ignore_index)
+
+
+def reduce_smoothed(elem, target, weight, ignore_index, reduction, normalizer="weight"):
+    """``F.cross_entropy``'s reduction of smoothed elements (the class weights are already in
+    them): a mean divides by ``Σ_i w_{t_i}`` over the labelled elements (or their count)."""
+    if reduction == "none":
+        return elem
+    if reduction == "sum":
+        return elem.sum()
+    valid = target != ignore_index
+    safe = torch.where(valid, target, 0)
+    if normalizer == "count" or weight is None:
+        denominator = valid.sum().to(torch.float64)
+    else:
+        denominator = (weight.to(torch.float64)[safe] * valid).sum()
+    return elem.sum() / denominator if denominator > 0 else elem.sum() * 0
+
+
+def smoothed_focal(
+    z, target, gamma, epsilon, weight=None, ignore_index=-100, reduction="mean", normalizer="weight"
+):
+    """Focal loss with label smoothing as keras-cv settled it (issue keras-team/keras-cv#672,
+    PRs #680/#1086, ``keras_cv/losses/focal.py: FocalLoss.call``): ``p_t`` (and α) from the
+    hard labels, the smoothing inside the cross-entropy: ``(1 − p_t)^γ · CE_ε``."""
+    safe = torch.where(target == ignore_index, 0, target)
+    _, _, pt = _softmax_parts(z, safe)
+    elem = (1 - pt) ** gamma * smoothed_cross_entropy(z, target, epsilon, weight, ignore_index)
+    return reduce_smoothed(elem, target, weight, ignore_index, reduction, normalizer)
+
+
+def smoothed_ldam(
+    z, target, counts, epsilon, max_margin=0.5, scale=30.0, weight=None, ignore_index=-100,
+    reduction="mean",
+):  # fmt: skip
+    """The LDAM authors' ``LDAMLoss.forward`` (kaidic/LDAM-DRW, ``losses.py``) ends in
+    ``F.cross_entropy(s * output, target, weight)``: smoothing is that call's
+    ``label_smoothing``."""
+    delta = margins(counts, max_margin)
+    z = z.to(torch.float64)
+    safe = torch.where(target == ignore_index, 0, target)
+    shifted = scale * (z - delta.view(1, -1, *([1] * (z.ndim - 2))) * one_hot(safe, z.shape[1]))
+    elem = smoothed_cross_entropy(shifted, target, epsilon, weight, ignore_index)
+    return reduce_smoothed(elem, target, weight, ignore_index, reduction)
+
+
+def smoothed_lmf(
+    z, target, counts, epsilon, gamma=1.5, max_margin=0.5, scale=30.0, weight=None,
+    ignore_index=-100, reduction="mean",
+):  # fmt: skip
+    """The paper's LMF (eq. 3, λ = 1) with each term smoothed: LDAM's cross-entropy and the
+    focal term's, as above."""
+    return smoothed_ldam(
+        z, target, counts, epsilon, max_margin, scale, weight, ignore_index, reduction
+    ) + smoothed_focal(z, target, gamma, epsilon, weight, ignore_index, reduction)
+
+
+def smoothed_lmf_official(z, target, counts, epsilon, gamma=1.5, ldam_weight=1.5, reduction="mean"):
+    """The authors' LMF (see :func:`lmf_official`: margins as the class weights, LDAM a
+    weighted mean, focal a mean over the elements) with each cross-entropy smoothed."""
+    delta = margins(counts, 0.5)
+    ldam = smoothed_ldam(z, target, counts, epsilon, weight=delta, reduction=reduction)
+    focal = smoothed_focal(
+        z, target, gamma, epsilon, weight=delta, reduction=reduction, normalizer="count"
+    )
+    return ldam_weight * ldam + focal
+
+
+def smoothed_prior(z, target, offset, epsilon, weight=None, ignore_index=-100, reduction="mean"):
+    """``F.cross_entropy(z + offset, t, weight, label_smoothing=ε)``, written out."""
+    elem = smoothed_cross_entropy(_offset(z, offset), target, epsilon, weight, ignore_index)
+    return reduce_smoothed(elem, target, weight, ignore_index, reduction)

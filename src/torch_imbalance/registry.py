@@ -39,12 +39,14 @@ class LossEntry:
         needs_counts: the loss uses the training class counts (checked before ``build``).
         head: the classifier head it is made for: ``"cosine"`` for margin losses on normalised
             logits (LDAM's scale ``s`` assumes them), ``"linear"`` otherwise.
+        smoothing: why the loss has no ``label_smoothing`` (None: it has one, torch's).
     """
 
     build: Callable[[Counts, dict[str, Any]], nn.Module]
     summary: str
     needs_counts: bool = False
     head: str = "linear"
+    smoothing: str | None = None
 
 
 #: ``build(counts, options) -> nn.Module``.
@@ -111,6 +113,10 @@ def _dual_focal_adaptive(counts: Counts, kw: dict[str, Any]) -> nn.Module:
     return DualFocalLoss(**{**settings, **kw})
 
 
+_DUAL_FOCAL_SMOOTHING = (
+    "its terms score the true and the false classes of the hard target separately"
+)
+
 #: Every loss by registry name, in the spec's order.
 LOSSES: dict[str, LossEntry] = {
     "ce": LossEntry(lambda c, kw: FocalLoss(gamma=0.0, **kw), "cross-entropy"),
@@ -159,9 +165,11 @@ LOSSES: dict[str, LossEntry] = {
         needs_counts=True,
         head="cosine",
     ),
-    "dual_focal": LossEntry(_dual_focal, "Dual Focal loss"),
+    "dual_focal": LossEntry(_dual_focal, "Dual Focal loss", smoothing=_DUAL_FOCAL_SMOOTHING),
     "dual_focal_adaptive": LossEntry(
-        _dual_focal_adaptive, "Dual Focal with learnable γ and adaptive class weights"
+        _dual_focal_adaptive,
+        "Dual Focal with learnable γ and adaptive class weights",
+        smoothing=_DUAL_FOCAL_SMOOTHING,
     ),
     "balanced_softmax": LossEntry(
         lambda c, kw: BalancedSoftmaxLoss(_given(c), **kw), "balanced softmax", needs_counts=True
@@ -169,7 +177,11 @@ LOSSES: dict[str, LossEntry] = {
     "logit_adjusted": LossEntry(
         lambda c, kw: LogitAdjustedLoss(_given(c), **kw), "logit-adjusted loss", needs_counts=True
     ),
-    "poly1": LossEntry(lambda c, kw: Poly1Loss(**kw), "Poly-1 cross-entropy"),
+    "poly1": LossEntry(
+        lambda c, kw: Poly1Loss(**kw),
+        "Poly-1 cross-entropy",
+        smoothing="its polynomial term 1 − p_t is defined on the hard target",
+    ),
 }
 
 
@@ -181,6 +193,16 @@ def available_losses() -> list[str]:
         ['ce', 'weighted_ce', 'cb_ce', 'focal']
     """
     return list(LOSSES)
+
+
+def smoothing_losses() -> list[str]:
+    """The registry names that take ``label_smoothing`` (torch's, in each cross-entropy).
+
+    Examples:
+        >>> "lmf" in smoothing_losses(), "dual_focal" in smoothing_losses()
+        (True, False)
+    """
+    return [name for name, entry in LOSSES.items() if entry.smoothing is None]
 
 
 def build_loss(name: str, class_counts: Counts = None, **overrides: Any) -> nn.Module:
@@ -214,6 +236,12 @@ def build_loss(name: str, class_counts: Counts = None, **overrides: Any) -> nn.M
         raise ValueError(f"unknown loss {name!r}; available: {', '.join(LOSSES)}")
     if entry.needs_counts and class_counts is None:
         raise ValueError(f"loss {name!r} needs class_counts (the training count of each class)")
+    if entry.smoothing is not None and "label_smoothing" in overrides:
+        if overrides.pop("label_smoothing"):
+            raise ValueError(
+                f"loss {name!r} does not define label smoothing ({entry.smoothing}); "
+                f"it is defined for: {', '.join(smoothing_losses())}"
+            )
     try:
         return entry.build(class_counts, dict(overrides))
     except TypeError as error:

@@ -43,6 +43,7 @@ NON_DEFAULT = {
     "batch_size": ("8", 8),
     "lr": ("0.01", 0.01),
     "gamma_lr": ("0.05", 0.05),
+    "label_smoothing": ("0.1", 0.1),
     "weight_decay": ("0.0", 0.0),
     "optimizer": ("sgd", "sgd"),
     "scheduler": ("step", "step"),

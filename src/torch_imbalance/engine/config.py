@@ -170,6 +170,12 @@ class RunConfig:
     loss_params: dict[str, Any] = setting(  # noqa: RUF009
         {}, "loss override, repeatable", flag="--loss-param", metavar="KEY=VALUE"
     )
+    label_smoothing: float = setting(
+        0.0,
+        "ε of F.cross_entropy's label smoothing, in the loss's cross-entropy (multi-class; "
+        "not Dual Focal, Poly-1, Dice+CE)",
+        minimum=0,
+    )
     margin_weights: bool = setting(
         False, "weight the focal and ldam baselines by the LDAM margins (the LMF authors' code)"
     )
@@ -233,7 +239,25 @@ class RunConfig:
             self.model = DEFAULT_MODELS[self.task]
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other")
+        if self.label_smoothing:
+            self._check_label_smoothing()
         return self
+
+    def _check_label_smoothing(self) -> None:
+        from torch_imbalance.registry import smoothing_losses  # torch: not for --help
+
+        if self.label_smoothing > 1:
+            raise ConfigError(f"label_smoothing must be at most 1, got {self.label_smoothing}")
+        if self.loss not in smoothing_losses():
+            raise ConfigError(
+                f"--label-smoothing: loss {self.loss!r} does not define label smoothing; "
+                f"it is defined for {', '.join(smoothing_losses())}"
+            )
+        if self.label_mode == "multilabel":
+            raise ConfigError(
+                "--label-smoothing applies to single-label data (a softmax over the classes), "
+                "not --label-mode multilabel"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

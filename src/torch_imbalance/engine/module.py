@@ -42,6 +42,8 @@ def build_run_loss(
     task = task_for(task) if isinstance(task, str) else task
     for key, value in task.loss_options(ignore_index).items():
         overrides.setdefault(key, value)
+    if config.label_smoothing:
+        overrides.setdefault("label_smoothing", config.label_smoothing)
     if config.margin_weights and config.loss in MARGIN_WEIGHTED_LOSSES:
         overrides.setdefault("weight", ldam_margins(class_counts))
     return build_loss(config.loss, class_counts, **overrides)

@@ -44,6 +44,18 @@ def check_gamma(gamma: GammaLike) -> None:
     check_range("gamma", gamma, 0.0)
 
 
+def check_label_smoothing(label_smoothing: float, task: str = "multiclass") -> None:
+    """``ε ∈ [0, 1]`` (``F.cross_entropy``'s range), and only for softmax losses: a multi-label
+    loss has no ``1/C`` of the classes to spread (``F.binary_cross_entropy_with_logits`` has
+    no label smoothing either; smooth the 0/1 targets there)."""
+    check_range("label_smoothing", label_smoothing, 0.0, 1.0)
+    if label_smoothing > 0 and task != "multiclass":
+        raise ValueError(
+            f"label_smoothing applies to task='multiclass' (a softmax over the classes); "
+            f"got task={task!r} with label_smoothing={label_smoothing}"
+        )
+
+
 #: Value checks left to the kernel that computes the loss (None: nothing left to check).
 Checks = Callable[[], None] | None
 

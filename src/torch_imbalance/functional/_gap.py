@@ -22,6 +22,7 @@ import torch
 from torch_imbalance._types import Reduction
 from torch_imbalance.functional._classwise import (
     ClassValues,
+    Unrolled,
     assemble,
     class_max,
     class_offsets,
@@ -188,13 +189,12 @@ def _gap_parts(
     shifts: list[torch.Tensor | None],
     spec: GapSpec,
     anchor: Anchor = None,
-) -> tuple[list[torch.Tensor], list[torch.Tensor], list[_HeadExps]]:
-    """Per head ``k``: the gap ``u_k = lse_{j≠t} y_k − y_{k,t}``, ``lse_{j≠t} y_k`` (both
-    ``(N, 1, S)``, as ``target``) and the exponentials behind them."""
+) -> tuple[list[torch.Tensor], torch.Tensor, list[_HeadExps]]:
+    """Per head ``k``: the gap ``u_k = lse_{j≠t} y_k − y_{k,t}`` ``(N, 1, S)`` and the
+    exponentials behind it; and the target logits ``z_t`` ``(N, 1, S)``."""
     z_target = pick(z, is_target, target)
     exps = _head_exps(z, is_target, spec, offsets, anchor)
     gaps: list[torch.Tensor] = []
-    lses: list[torch.Tensor] = []
     for k, head in enumerate(exps):
         lse = anchored(head.total.log() + head.top, anchor)
         y_target = z_target * spec.scales[k]
@@ -204,8 +204,7 @@ def _gap_parts(
         if shift is not None:
             y_target = y_target - per_target(shift, target)
         gaps.append(anchored(lse - y_target, anchor))
-        lses.append(lse)
-    return gaps, lses, exps
+    return gaps, z_target, exps
 
 
 def _gap_gradient(
@@ -214,6 +213,7 @@ def _gap_gradient(
     coefficients: list[torch.Tensor],
     spec: GapSpec,
     anchor: Anchor = None,
+    linear: _Linear | None = None,
 ) -> ClassValues:
     """``Σ_k c_k ∂u_k/∂z`` for per-element ``c_k`` ``(N, 1, S)`` (the upstream gradient times
     ``w·ℓ'_k``), with ``∂u_k/∂z_j = a_k e_kj / total_k`` for ``j ≠ t`` and ``−a_k`` at ``t``:
@@ -222,7 +222,10 @@ def _gap_gradient(
     No product is subnormal (a mean over 10⁶ pixels scales every term by 10⁻⁶, and a
     subnormal result takes a ~100× slower microcode path on x86: LDAM's ``s = 30`` once made
     seg-4 3× slower): a term below ``exp(floor)`` is 0, chosen per logit by comparing ``e``
-    with a per-element threshold before multiplying."""
+    with a per-element threshold before multiplying.
+
+    ``linear``: label smoothing's term ``c · D`` (see :class:`_Linear`), whose gradient
+    ``c (W e_t − w)`` is added per class."""
     smallest = math.exp(spec.floor)
     shared = _shared_heads(spec)
     scaled = [coefficients[k] * spec.scales[k] for k in range(len(spec.scales))]
@@ -249,7 +252,88 @@ def _gap_gradient(
     gradient: ClassValues = per_class(
         lambda t, other: torch.where(t, at_target, other), is_target, total
     )
-    return gradient
+    if linear is None:
+        return gradient
+    # ∂D/∂z_j = W [j = t] − w_j.
+    at_target = linear.coefficient * linear.total_weight
+    with_linear: ClassValues = per_class(
+        lambda t, g, w: anchored(
+            g + torch.where(t, at_target, 0.0) - linear.coefficient * w, anchor
+        ),
+        is_target,
+        gradient,
+        linear.class_weight,
+    )
+    return with_linear
+
+
+@dataclass
+class _Linear:
+    """Label smoothing's part that is linear in the logits, ``c · D`` with
+    ``D = Σ_j w_j (z_t − z_j)`` per element: its coefficient ``c`` ``(N, 1, S)``, the class
+    weights ``w`` as class values (or 1) and their sum ``W``."""
+
+    coefficient: torch.Tensor
+    class_weight: Any
+    total_weight: torch.Tensor | float
+
+
+def smoothing_terms(
+    z: ClassValues,
+    z_target: torch.Tensor,
+    safe: torch.Tensor,
+    weight: torch.Tensor,
+    valid: torch.Tensor,
+    class_weight: torch.Tensor | None,
+    offsets: list[torch.Tensor | None],
+    shifts: list[torch.Tensor | None],
+    spec: GapSpec,
+    smoothing: float,
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], Any, torch.Tensor | float]:
+    r"""Label smoothing as ``F.cross_entropy`` defines it, on each head's logits ``y_k``:
+
+    .. math::
+        (1 - \varepsilon) w_t (\mathrm{lse}\,y - y_t)
+            + \tfrac{\varepsilon}{C} \textstyle\sum_j w_j (\mathrm{lse}\,y - y_j)
+        = \kappa\,\mathrm{softplus}(u) + E,
+
+    with :math:`\mathrm{lse}\,y - y_t = \mathrm{softplus}(u)`,
+    :math:`\kappa = (1 - \varepsilon) w_t + \tfrac{\varepsilon}{C} W` (``W = Σ_j w_j``) and
+    :math:`E = \tfrac{\varepsilon}{C} \sum_j w_j (y_t - y_j)`, linear in the logits:
+    ``a D + W o_t − Σ_j w_j o_j − b_t (W − w_t)`` for ``y = a z + o − b_t e_t``, with
+    ``D = Σ_j w_j (z_t − z_j)`` (differences of logits: no cancellation of large values).
+    A law scales ``κ softplus(u) + E`` as it scales cross-entropy (focal: by ``(1 − p_t)^γ``
+    of the hard target, keras-cv's corrected form).
+
+    Returns:
+        Per head ``(κ, E)`` (0 where ignored); the class weights as class values (or 1) and
+        ``W``.
+    """
+    classes = len(z) if isinstance(z, Unrolled) else z.shape[1]
+    share = smoothing / classes
+    labelled_ = valid.to(spec.dtype)
+    if class_weight is None:
+        weights: Any = 1.0
+        total: torch.Tensor | float = float(classes)
+        target_weight: torch.Tensor | float = 1.0
+        differences = class_sum(per_class(lambda zj: z_target - zj, z))
+    else:
+        weights = class_offsets(class_weight, z)
+        total = class_weight.sum()
+        target_weight = per_target(class_weight, safe)
+        differences = class_sum(per_class(lambda zj, wj: (z_target - zj) * wj, z, weights))
+    keep = (1 - smoothing) * weight + share * total * labelled_
+    terms = []
+    for k, scale in enumerate(spec.scales):
+        linear = differences * scale if scale != 1.0 else differences
+        offset, shift = offsets[k], shifts[k]
+        if offset is not None:
+            weighted = offset.sum() if class_weight is None else (offset * class_weight).sum()
+            linear = linear + per_target(offset, safe) * total - weighted
+        if shift is not None:
+            linear = linear - per_target(shift, safe) * (total - target_weight)
+        terms.append((keep, linear * (share * labelled_)))
+    return terms, weights, total
 
 
 def labelled(
@@ -315,6 +399,7 @@ def gap_body(
     law: Law,
     ignore_index: int,
     normalisers: tuple[str, ...],
+    label_smoothing: float,
     compiled: bool,
 ) -> BodyOutput:
     """A target-gap loss on ``(n, C, S)`` logits and raw ``(n, 1, S)`` targets: masking, class
@@ -325,7 +410,11 @@ def gap_body(
     (``"sum"``, ``"weight"``, ``"count"``), handed to the law as ``term_scales`` (LMF as the
     authors wrote it); ``factors``: their values (``_counts.Normalisers``), computed
     from the labels before the loop, so that the gradient is written in the loop that reads
-    the logits. Per-element quantities are ``(n, 1, S)``, like one class of ``z``."""
+    the logits. Per-element quantities are ``(n, 1, S)``, like one class of ``z``.
+
+    ``label_smoothing``: ``ε > 0`` hands the law each head's smoothed cross-entropy as
+    ``(κ, E)`` (:func:`smoothing_terms`; the class weights are then inside them) and adds the
+    gradient of ``E`` through the law's extra slopes."""
     dtype = spec.dtype
     z = split_classes(logits.to(dtype), spec.unrolled and compiled)
     safe, weight, bad = labelled(z, target, class_weight, ignore_index, dtype, logits.shape[1])
@@ -339,23 +428,45 @@ def gap_body(
         log_upstream = log_upstream - class_weight.amax().clamp_min(1.0).log()
     is_target = is_class(safe, z)
     anchor = in_logit_loop(first_class(z)) if compiled else None
-    gaps, _, exps = _gap_parts(z, safe, is_target, offsets, shifts, spec, anchor)
+    gaps, z_target, exps = _gap_parts(z, safe, is_target, offsets, shifts, spec, anchor)
     log_scales = [log_upstream + math.log(head_scale) for head_scale in spec.scales]
+    smoothed = label_smoothing > 0
+    if smoothed:
+        valid = target != ignore_index
+        terms, class_weights, total_weight = smoothing_terms(
+            z, z_target, safe, weight, valid, class_weight, offsets, shifts, spec, label_smoothing
+        )
+        law = functools.partial(law, smoothing=terms)
     value, slopes, d_gamma = law(
         gaps, gamma if spec.gamma is None else spec.gamma, log_scales=log_scales, anchor=anchor
     )
-    multiplier = weight if scale is None else weight * scale
+    # Smoothed, the law's value and slopes carry the class weights already; the mask keeps an
+    # ignored element's slopes at 0 (not 0 · 1/Σw, which overflows in an all-ignored batch).
+    element_weight = valid.to(dtype) if smoothed else weight
+    multiplier = element_weight
+    if scale is not None:
+        multiplier = multiplier * scale
     if upstream is not None:
         multiplier = multiplier * upstream.to(dtype)
-    coefficients = [anchored(slope * multiplier, anchor) for slope in slopes]
-    grad = assemble(_gap_gradient(is_target, exps, coefficients, spec, anchor)).to(logits.dtype)
+    heads = len(spec.scales)
+    coefficients = [anchored(slope * multiplier, anchor) for slope in slopes[:heads]]
+    linear = None
+    if smoothed:
+        # ∂E_k/∂z = (ε/C)·[labelled]·a_k ∂D/∂z: one coefficient for all heads.
+        share = (label_smoothing / logits.shape[1]) * valid.to(dtype)
+        extra = functools.reduce(
+            torch.add, [slopes[heads + k] * spec.scales[k] for k in range(heads)]
+        )
+        linear = _Linear(anchored(extra * multiplier * share, anchor), class_weights, total_weight)
+    gradient = _gap_gradient(is_target, exps, coefficients, spec, anchor, linear)
+    grad = assemble(gradient).to(logits.dtype)
     if not spec.wants_gamma:
         d_gamma = None
     elif d_gamma is None:
         d_gamma = torch.zeros_like(value)
     else:
         d_gamma = anchored(d_gamma * multiplier, anchor)
-    values = anchored(flagged(value * weight, bad), anchor)
+    values = anchored(flagged(value * element_weight, bad), anchor)
     return BodyOutput(values, grad, d_gamma, scale, None)
 
 
@@ -371,10 +482,12 @@ def gap_loss(
     gamma: torch.Tensor | float = 0.0,
     checks: Callable[[], None] | None = None,
     normalisers: tuple[str, ...] | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """A target-gap loss from logits ``(N, C, *)`` and raw targets ``(N, *)``, weighted by
     ``weight[t_i]``, ``ignore_index`` left out, reduced like ``F.cross_entropy`` (a mean by
-    ``Σ w_i``; ``normalisers`` to give each head its own, see :func:`gap_body`).
+    ``Σ w_i``; ``normalisers`` to give each head its own, see :func:`gap_body`), with
+    ``F.cross_entropy``'s ``label_smoothing`` in each head's cross-entropy.
     ``checks``: the value checks still to run (see ``_common.prepare``)."""
     if reduction == "none":
         normalisers = ("sum",)
@@ -400,6 +513,7 @@ def gap_loss(
         "law": law,
         "ignore_index": int(ignore_index),
         "normalisers": normalisers,
+        "label_smoothing": float(label_smoothing),
     }
     # The unrolled kernel is built per class count.
     options = tuple(ONE_LOOP.items()) if spec.unrolled else ()

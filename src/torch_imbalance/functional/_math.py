@@ -14,6 +14,9 @@ import torch
 
 #: ``(ℓ, [∂ℓ/∂u_k], ∂ℓ/∂γ or None)``: a law's value and slopes per element.
 Parts = tuple[torch.Tensor, list[torch.Tensor], "torch.Tensor | None"]
+#: Label smoothing's ``(κ, E)`` of one head: the smoothed cross-entropy is
+#: ``κ softplus(u) + E`` (see ``_gap.smoothing_terms``).
+Smoothing = tuple[torch.Tensor, torch.Tensor]
 #: Marks a per-element value that the compiled kernels keep in the logits' loop (see
 #: ``_compiled.in_logit_loop``); None on the eager path.
 Anchor = Callable[[torch.Tensor], torch.Tensor] | None

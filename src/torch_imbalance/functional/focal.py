@@ -6,12 +6,18 @@ import torch
 
 from torch_imbalance._checks import check_range
 from torch_imbalance._types import Reduction, Task
-from torch_imbalance.functional._common import GammaLike, check_gamma, prepare
+from torch_imbalance.functional._common import (
+    GammaLike,
+    check_gamma,
+    check_label_smoothing,
+    prepare,
+)
 from torch_imbalance.functional._gap import GapHead, gap_loss
 from torch_imbalance.functional._math import (
     Anchor,
     LogScales,
     Parts,
+    Smoothing,
     class_dim_view,
     cutoff,
     power,
@@ -27,6 +33,7 @@ def focal_law(
     gamma: torch.Tensor | float,
     log_scale: torch.Tensor | float,
     anchor: Anchor = None,
+    smoothing: Smoothing | None = None,
 ) -> Parts:
     r"""The focal loss of one element as a law of its gap ``u`` (Lin et al. 2017, eq. 4).
 
@@ -46,17 +53,29 @@ def focal_law(
     ``log`` (``_math.sigmoid_parts``); ``u`` is first raised to the cutoff below which the
     value and slope, times ``e^{log_scale}``, would be subnormal (``_math.cutoff``).
 
+    With label smoothing (``smoothing = (κ, E)``, see ``_gap.smoothing_terms``) the
+    cross-entropy factor is the smoothed one, ``κ softplus(u) + E``, and the modulator stays
+    that of the hard target (keras-cv's corrected focal loss): the slopes are then
+    ``[∂ℓ/∂u, ∂ℓ/∂E]``.
+
     Returns:
-        ``(ℓ, [∂ℓ/∂u], ∂ℓ/∂γ or None)``.
+        ``(ℓ, [∂ℓ/∂u] (+ [∂ℓ/∂E]), ∂ℓ/∂γ or None)``.
     """
     gap = cutoff(gap, gamma, log_scale)
     cross_entropy, log_one_minus, one_minus, p_t = sigmoid_parts(gap, anchor)
+    base_slope = one_minus
+    if smoothing is not None:
+        keep, extra = smoothing
+        cross_entropy = keep * cross_entropy + extra
+        base_slope = keep * one_minus
     if not isinstance(gamma, torch.Tensor) and gamma == 0:
-        return cross_entropy, [one_minus], None
+        extra_slopes = [] if smoothing is None else [torch.ones_like(gap)]
+        return cross_entropy, [base_slope, *extra_slopes], None
     modulator = power(one_minus, log_one_minus, gamma)
     value = modulator * cross_entropy
-    slope = modulator * (gamma * p_t * cross_entropy + one_minus)
-    return value, [slope], log_one_minus * value
+    slope = modulator * (gamma * p_t * cross_entropy + base_slope)
+    extra_slopes = [] if smoothing is None else [modulator]
+    return value, [slope, *extra_slopes], log_one_minus * value
 
 
 def cross_entropy_head(
@@ -65,10 +84,11 @@ def cross_entropy_head(
     *,
     log_scales: LogScales,
     anchor: Anchor = None,
+    smoothing: list[Smoothing] | None = None,
 ) -> Parts:
     """``ℓ = softplus(u)`` (the focal law at ``γ = 0``) of one head: cross-entropy, LDAM and
     the prior-adjusted losses (their heads transform the logits)."""
-    return focal_head(gaps, 0.0, log_scales=log_scales, anchor=anchor)
+    return focal_head(gaps, 0.0, log_scales=log_scales, anchor=anchor, smoothing=smoothing)
 
 
 def focal_head(
@@ -77,10 +97,13 @@ def focal_head(
     *,
     log_scales: LogScales,
     anchor: Anchor = None,
+    smoothing: list[Smoothing] | None = None,
 ) -> Parts:
     """The softmax focal loss of one head (:func:`focal_law`)."""
     assert log_scales is not None
-    return focal_law(gaps[0], gamma, log_scales[0], anchor)
+    return focal_law(
+        gaps[0], gamma, log_scales[0], anchor, None if smoothing is None else smoothing[0]
+    )
 
 
 def multilabel_focal_entries(
@@ -130,6 +153,7 @@ def focal_loss(
     ignore_index: int = -100,
     reduction: Reduction = "mean",
     task: Task = "multiclass",
+    label_smoothing: float = 0.0,
     validate: bool = True,
 ) -> torch.Tensor:
     r"""Focal loss for multi-class (softmax) or multi-label (sigmoid) logits.
@@ -153,6 +177,8 @@ def focal_loss(
         ignore_index: target value that contributes nothing (also for multilabel).
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         task: ``"multiclass"`` or ``"multilabel"``.
+        label_smoothing: ``ε ∈ [0, 1]``: the target distribution ``(1 − ε)·onehot + ε/C``, as
+            ``F.cross_entropy(..., label_smoothing=ε)`` (multiclass only).
         validate: check logits are finite and targets in range (on CUDA a device-side assert:
             no host sync; a failure says to rerun on the CPU for details).
 
@@ -170,6 +196,7 @@ def focal_loss(
         tensor(1.5755)
     """
     check_gamma(gamma)
+    check_label_smoothing(label_smoothing, task)
     dtype, target, checks = prepare(task, input, target, weight, ignore_index, reduction, validate)
     if task == "multiclass":
         if alpha is not None:
@@ -178,8 +205,9 @@ def focal_loss(
             )
         heads = (GapHead(),)
         return gap_loss(
-            input, target, weight, ignore_index, heads, focal_head, dtype, reduction, gamma, checks
-        )
+            input, target, weight, ignore_index, heads, focal_head, dtype, reduction, gamma, checks,
+            label_smoothing=label_smoothing,
+        )  # fmt: skip
     check_alpha(alpha, input.shape[1])
     return multilabel_loss(
         multilabel_focal_entries,

@@ -6,7 +6,7 @@ import torch
 
 from torch_imbalance._checks import check_class_counts_match, check_range
 from torch_imbalance._types import CountsLike, Reduction, Task
-from torch_imbalance.functional._common import prepare
+from torch_imbalance.functional._common import check_label_smoothing, prepare
 from torch_imbalance.functional._gap import GapHead, gap_loss
 from torch_imbalance.functional._math import Anchor, class_dim_view, signed_gap
 from torch_imbalance.functional._multilabel import multilabel_loss
@@ -75,6 +75,7 @@ def ldam_loss(
     ignore_index: int = -100,
     reduction: Reduction = "mean",
     task: Task = "multiclass",
+    label_smoothing: float = 0.0,
     validate: bool = True,
 ) -> torch.Tensor:
     r"""Label-distribution-aware margin loss.
@@ -99,6 +100,8 @@ def ldam_loss(
         ignore_index: target value that contributes nothing.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         task: ``"multiclass"`` or ``"multilabel"``.
+        label_smoothing: ``ε ∈ [0, 1]``: the target distribution ``(1 − ε)·onehot + ε/C``, as
+            ``F.cross_entropy(..., label_smoothing=ε)`` (multiclass only).
         validate: check logits are finite and targets in range (on CUDA a device-side assert:
             no host sync; a failure says to rerun on the CPU for details).
 
@@ -112,13 +115,14 @@ def ldam_loss(
         tensor(1.5255)
     """
     check_range("scale", scale, 0.0, low_inclusive=False)
+    check_label_smoothing(label_smoothing, task)
     dtype, target, checks = prepare(task, input, target, weight, ignore_index, reduction, validate)
     margins = resolve_margins(class_counts, margins, max_margin, input, dtype)
     if task == "multiclass":
         heads = (ldam_head(margins, scale),)
         return gap_loss(
             input, target, weight, ignore_index, heads, cross_entropy_head, dtype, reduction,
-            checks=checks,
+            checks=checks, label_smoothing=label_smoothing,
         )  # fmt: skip
     return multilabel_loss(
         multilabel_ldam_entries,

@@ -10,9 +10,14 @@ import torch
 
 from torch_imbalance._checks import check_range
 from torch_imbalance._types import CountsLike, Reduction, Task
-from torch_imbalance.functional._common import GammaLike, check_gamma, prepare
+from torch_imbalance.functional._common import (
+    GammaLike,
+    check_gamma,
+    check_label_smoothing,
+    prepare,
+)
 from torch_imbalance.functional._gap import GapHead, gap_loss
-from torch_imbalance.functional._math import Anchor, LogScales, Parts, signed_gap
+from torch_imbalance.functional._math import Anchor, LogScales, Parts, Smoothing, signed_gap
 from torch_imbalance.functional._multilabel import multilabel_loss
 from torch_imbalance.functional.focal import focal_law
 from torch_imbalance.functional.ldam import ldam_gap, ldam_head, resolve_margins
@@ -29,6 +34,7 @@ def lmf_head(
     term_scales: list[torch.Tensor] | None = None,
     log_scales: LogScales,
     anchor: Anchor = None,
+    smoothing: list[Smoothing] | None = None,
 ) -> Parts:
     r"""LMF of one element from its two gaps (heads: LDAM's ``s (z − Δ_t e_t)``, focal's
     ``s_f z``): the paper's eq. (3), a weighted sum of the two laws,
@@ -39,7 +45,7 @@ def lmf_head(
 
     with the slopes of :func:`~torch_imbalance.functional.focal.focal_law` per gap.
     ``term_scales`` multiply the two terms (each term's own normaliser, as the authors' code
-    has it)."""
+    has it); ``smoothing``: each term's label smoothing (slopes ``[∂ℓ/∂u_k] + [∂ℓ/∂E_k]``)."""
     assert log_scales is not None
     ldam_log, focal_log = log_scales[0], log_scales[1]
     # The λs scale the slopes downstream too (``log_scales`` bounds the normalisers).
@@ -48,11 +54,20 @@ def lmf_head(
     if term_scales is not None:
         ldam_weight = ldam_weight * term_scales[0]  # type: ignore[assignment]
         focal_weight = focal_weight * term_scales[1]  # type: ignore[assignment]
-    ldam, (ldam_slope,), _ = focal_law(gaps[0], 0.0, ldam_log, anchor)
-    focal, (focal_slope,), focal_d_gamma = focal_law(gaps[1], gamma, focal_log, anchor)
+    ldam_smoothing, focal_smoothing = (None, None) if smoothing is None else smoothing
+    ldam, ldam_slopes, _ = focal_law(gaps[0], 0.0, ldam_log, anchor, ldam_smoothing)
+    focal, focal_slopes, focal_d_gamma = focal_law(
+        gaps[1], gamma, focal_log, anchor, focal_smoothing
+    )
     value = ldam_weight * ldam + focal_weight * focal
     d_gamma = None if focal_d_gamma is None else focal_weight * focal_d_gamma
-    return value, [ldam_weight * ldam_slope, focal_weight * focal_slope], d_gamma
+    # [∂/∂u_ldam, ∂/∂u_focal] then, smoothed, [∂/∂E_ldam, ∂/∂E_focal].
+    slopes = [
+        weight * slope
+        for pair in zip(ldam_slopes, focal_slopes, strict=True)
+        for weight, slope in zip((ldam_weight, focal_weight), pair, strict=True)
+    ]
+    return value, slopes, d_gamma
 
 
 def _log(value: float) -> float:
@@ -104,6 +119,7 @@ def lmf_loss(
     reduction: Reduction = "mean",
     task: Task = "multiclass",
     variant: Variant = "paper",
+    label_smoothing: float = 0.0,
     validate: bool = True,
 ) -> torch.Tensor:
     r"""LMF loss: :math:`\lambda_{ldam} L_{LDAM} + \lambda_{focal} L_{focal}` on the same logits.
@@ -146,6 +162,8 @@ def lmf_loss(
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         task: ``"multiclass"`` or ``"multilabel"`` (paper variant only).
         variant: ``"paper"`` or ``"official"``.
+        label_smoothing: ``ε ∈ [0, 1]``: the target distribution ``(1 − ε)·onehot + ε/C``, as
+            ``F.cross_entropy(..., label_smoothing=ε)`` (multiclass only).
         validate: check logits are finite and targets in range (on CUDA a device-side assert:
             no host sync; a failure says to rerun on the CPU for details).
 
@@ -163,6 +181,7 @@ def lmf_loss(
     check_range("focal_weight", focal_weight, 0.0)
     check_range("scale", scale, 0.0, low_inclusive=False)
     check_range("focal_scale", focal_scale, 0.0, low_inclusive=False)
+    check_label_smoothing(label_smoothing, task)
     if variant not in ("paper", "official"):
         raise ValueError(f"variant must be 'paper' or 'official', got {variant!r}")
     dtype, target, checks = prepare(task, input, target, weight, ignore_index, reduction, validate)
@@ -198,11 +217,12 @@ def lmf_loss(
     law = functools.partial(lmf_head, ldam_weight=ldam_weight, focal_weight=focal_weight)
     if variant == "paper":
         return gap_loss(
-            input, target, weight, ignore_index, heads, law, dtype, reduction, gamma, checks
-        )
+            input, target, weight, ignore_index, heads, law, dtype, reduction, gamma, checks,
+            label_smoothing=label_smoothing,
+        )  # fmt: skip
     # The authors' code: both terms weighted by the margins, LDAM divided by their sum, focal by
     # the number of labelled elements.
     return gap_loss(
         input, target, margins, ignore_index, heads, law, dtype, reduction, gamma, checks,
-        normalisers=("weight", "count"),
+        normalisers=("weight", "count"), label_smoothing=label_smoothing,
     )  # fmt: skip

@@ -9,7 +9,7 @@ import torch
 
 from torch_imbalance._checks import as_class_counts, check_class_counts_match, check_range
 from torch_imbalance._types import CountsLike, Reduction
-from torch_imbalance.functional._common import prepare_multiclass
+from torch_imbalance.functional._common import check_label_smoothing, prepare_multiclass
 from torch_imbalance.functional._gap import GapHead, gap_loss
 from torch_imbalance.functional._math import Anchor, LogScales, Parts, cutoff, sigmoid_parts
 from torch_imbalance.functional.focal import cross_entropy_head
@@ -59,9 +59,11 @@ def offset_cross_entropy(
     weight: torch.Tensor | None = None,
     ignore_index: int = -100,
     reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
     validate: bool = True,
 ) -> torch.Tensor:
     """``CE(z + offset, t)`` with a per-class offset ``(C,)``: the core of the prior losses."""
+    check_label_smoothing(label_smoothing)
     dtype, target, checks = prepare_multiclass(
         input, target, weight, ignore_index, reduction, validate
     )
@@ -69,7 +71,7 @@ def offset_cross_entropy(
     heads = (GapHead(offset=offset.to(device=input.device, dtype=dtype)),)
     return gap_loss(
         input, target, weight, ignore_index, heads, cross_entropy_head, dtype, reduction,
-        checks=checks,
+        checks=checks, label_smoothing=label_smoothing,
     )  # fmt: skip
 
 
@@ -81,6 +83,7 @@ def balanced_softmax_loss(
     weight: torch.Tensor | None = None,
     ignore_index: int = -100,
     reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
     validate: bool = True,
 ) -> torch.Tensor:
     r"""Balanced Softmax (Ren et al., NeurIPS 2020): :math:`\mathrm{CE}(z + \log n, t)`.
@@ -94,6 +97,8 @@ def balanced_softmax_loss(
         weight: per-class weights ``(C,)``.
         ignore_index: target value that contributes nothing.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        label_smoothing: ``ε ∈ [0, 1]``: the target distribution ``(1 − ε)·onehot + ε/C``, as
+            ``F.cross_entropy(..., label_smoothing=ε)`` (multiclass only).
         validate: check logits are finite and targets in range.
 
     Returns:
@@ -114,6 +119,7 @@ def balanced_softmax_loss(
         ignore_index=ignore_index,
         reduction=reduction,
         validate=validate,
+        label_smoothing=label_smoothing,
     )
 
 
@@ -126,6 +132,7 @@ def logit_adjusted_loss(
     weight: torch.Tensor | None = None,
     ignore_index: int = -100,
     reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
     validate: bool = True,
 ) -> torch.Tensor:
     r"""Logit-adjusted loss (Menon et al., ICLR 2021): :math:`\mathrm{CE}(z + \tau \log \pi, t)`.
@@ -138,6 +145,8 @@ def logit_adjusted_loss(
         weight: per-class weights ``(C,)``.
         ignore_index: target value that contributes nothing.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        label_smoothing: ``ε ∈ [0, 1]``: the target distribution ``(1 − ε)·onehot + ε/C``, as
+            ``F.cross_entropy(..., label_smoothing=ε)`` (multiclass only).
         validate: check logits are finite and targets in range.
 
     Returns:
@@ -159,6 +168,7 @@ def logit_adjusted_loss(
         ignore_index=ignore_index,
         reduction=reduction,
         validate=validate,
+        label_smoothing=label_smoothing,
     )
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from torch_imbalance._checks import check_range, check_reduction, check_task
 from torch_imbalance._types import Reduction, Task
-from torch_imbalance.functional._common import GammaLike, check_gamma
+from torch_imbalance.functional._common import GammaLike, check_gamma, check_label_smoothing
 
 
 def as_weight_tensor(weight: torch.Tensor | Sequence[float] | None) -> torch.Tensor | None:
@@ -28,7 +28,8 @@ def as_weight_tensor(weight: torch.Tensor | Sequence[float] | None) -> torch.Ten
 
 class ImbalanceLoss(nn.Module):
     """Base of the loss modules: holds ``weight`` (a buffer), ``ignore_index``, ``reduction``,
-    ``task`` and ``validate``, so they move with ``.to()`` and save in ``state_dict``."""
+    ``task``, ``validate`` and, for the losses that define it, ``label_smoothing``, so they move
+    with ``.to()`` and save in ``state_dict``."""
 
     weight: torch.Tensor | None
 
@@ -41,10 +42,15 @@ class ImbalanceLoss(nn.Module):
         task: Task = "multiclass",
         validate: bool = True,
         supported_tasks: Sequence[str] = ("multiclass", "multilabel"),
+        label_smoothing: float | None = None,
     ) -> None:
         super().__init__()
         check_reduction(reduction)
         check_task(task, supported_tasks)
+        if label_smoothing is not None:
+            check_label_smoothing(label_smoothing, task)
+        #: None where the loss does not define label smoothing (not passed to its function).
+        self.label_smoothing = label_smoothing
         self.register_buffer("weight", as_weight_tensor(weight))
         self.ignore_index = ignore_index
         self.reduction: Reduction = reduction
@@ -63,10 +69,15 @@ class ImbalanceLoss(nn.Module):
         }
         if self._passes_task:
             kwargs["task"] = self.task
+        if self.label_smoothing is not None:
+            kwargs["label_smoothing"] = self.label_smoothing
         return kwargs
 
     def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}, task={self.task!r}, ignore_index={self.ignore_index}"
+        text = f"reduction={self.reduction!r}, task={self.task!r}, ignore_index={self.ignore_index}"
+        if self.label_smoothing:
+            text += f", label_smoothing={self.label_smoothing:g}"
+        return text
 
     # What a training loop may ask (``_types.TrainingLoss``).
     def logit_scale(self) -> float:

@@ -28,6 +28,7 @@ class FocalLoss(GammaMixin, ImbalanceLoss):
         task: ``"multiclass"`` or ``"multilabel"``.
         learnable_gamma: train γ by back-propagation.
         gamma_range: bounds of a learnable γ.
+        label_smoothing: ``ε ∈ [0, 1]``, as ``F.cross_entropy``'s (multiclass only).
         validate: check logits are finite and targets in range on every call.
 
     Shape:
@@ -59,6 +60,7 @@ class FocalLoss(GammaMixin, ImbalanceLoss):
         learnable_gamma: bool = False,
         gamma_range: tuple[float, float] = (0.5, 5.0),
         validate: bool = True,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(
             weight=weight,
@@ -66,6 +68,7 @@ class FocalLoss(GammaMixin, ImbalanceLoss):
             reduction=reduction,
             task=task,
             validate=validate,
+            label_smoothing=label_smoothing,
         )
         self._init_gamma(gamma, learnable_gamma, gamma_range)
         if alpha is not None and task != "multilabel":

@@ -28,6 +28,7 @@ class LDAMLoss(ImbalanceLoss):
         ignore_index: target value that contributes nothing.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         task: ``"multiclass"`` or ``"multilabel"``.
+        label_smoothing: ``ε ∈ [0, 1]``, as ``F.cross_entropy``'s (multiclass only).
         validate: check logits are finite and targets in range on every call.
 
     Examples:
@@ -52,6 +53,7 @@ class LDAMLoss(ImbalanceLoss):
         reduction: Reduction = "mean",
         task: Task = "multiclass",
         validate: bool = True,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(
             weight=weight,
@@ -59,6 +61,7 @@ class LDAMLoss(ImbalanceLoss):
             reduction=reduction,
             task=task,
             validate=validate,
+            label_smoothing=label_smoothing,
         )
         check_range("scale", scale, 0.0, low_inclusive=False)
         # float64, so that float64 inputs keep full precision; cast to the logits' dtype per call.

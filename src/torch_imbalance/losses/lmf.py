@@ -37,6 +37,7 @@ class LMFLoss(ImbalanceLoss):
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         task: ``"multiclass"`` or ``"multilabel"``.
         variant: ``"paper"`` or ``"official"``.
+        label_smoothing: ``ε ∈ [0, 1]``, as ``F.cross_entropy``'s (multiclass only).
         validate: check logits are finite and targets in range on every call.
 
     Examples:
@@ -66,6 +67,7 @@ class LMFLoss(ImbalanceLoss):
         task: Task = "multiclass",
         variant: Variant = "paper",
         validate: bool = True,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(
             weight=weight,
@@ -73,6 +75,7 @@ class LMFLoss(ImbalanceLoss):
             reduction=reduction,
             task=task,
             validate=validate,
+            label_smoothing=label_smoothing,
         )
         check_gamma(gamma)
         check_range("scale", scale, 0.0, low_inclusive=False)

@@ -25,6 +25,7 @@ class _OffsetCrossEntropy(ImbalanceLoss):
         ignore_index: int,
         reduction: Reduction,
         validate: bool,
+        label_smoothing: float,
     ) -> None:
         super().__init__(
             weight=weight,
@@ -32,6 +33,7 @@ class _OffsetCrossEntropy(ImbalanceLoss):
             reduction=reduction,
             validate=validate,
             supported_tasks=("multiclass",),
+            label_smoothing=label_smoothing,
         )
         self.register_buffer("offset", offset)
 
@@ -63,6 +65,7 @@ class BalancedSoftmaxLoss(_OffsetCrossEntropy):
         ignore_index: int = -100,
         reduction: Reduction = "mean",
         validate: bool = True,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(
             log_prior_offset(class_counts, normalize=False),
@@ -70,6 +73,7 @@ class BalancedSoftmaxLoss(_OffsetCrossEntropy):
             ignore_index=ignore_index,
             reduction=reduction,
             validate=validate,
+            label_smoothing=label_smoothing,
         )
 
 
@@ -92,6 +96,7 @@ class LogitAdjustedLoss(_OffsetCrossEntropy):
         ignore_index: int = -100,
         reduction: Reduction = "mean",
         validate: bool = True,
+        label_smoothing: float = 0.0,
     ) -> None:
         check_range("tau", tau, 0.0)
         super().__init__(
@@ -100,6 +105,7 @@ class LogitAdjustedLoss(_OffsetCrossEntropy):
             ignore_index=ignore_index,
             reduction=reduction,
             validate=validate,
+            label_smoothing=label_smoothing,
         )
         self.tau = tau
 
