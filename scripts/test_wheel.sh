@@ -18,8 +18,19 @@ python -m build --sdist --wheel --outdir "$dist" "$root" > "$work/build.log" 2>&
   || { tail -30 "$work/build.log"; exit 1; }
 python -m twine check --strict "$dist"/*
 wheel="$(ls "$dist"/torch_imbalance-*.whl)"
-python -c "import sys, zipfile; sys.exit('torch_imbalance/py.typed' not in zipfile.ZipFile(sys.argv[1]).namelist())" "$wheel" \
-  || { echo "py.typed missing from the wheel"; exit 1; }
+python - "$wheel" <<'PY' || exit 1
+import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+missing = [
+    wanted
+    for wanted, found in [
+        ("torch_imbalance/py.typed", "torch_imbalance/py.typed" in names),
+        ("the LICENSE", any(name.endswith(".dist-info/licenses/LICENSE") for name in names)),
+    ]
+    if not found
+]
+sys.exit(f"missing from the wheel: {', '.join(missing)}" if missing else 0)
+PY
 
 if [ ! -x "$venv/bin/python" ]; then
   echo "[torch-imbalance] creating the wheel's environment in $venv"
