@@ -7,6 +7,7 @@
 #   bash benchmarks/cuda_session.sh tests            # tests/test_cuda.py
 #   bash benchmarks/cuda_session.sh bench [ARGS...]   # bench_losses.py --device cuda ARGS
 #   bash benchmarks/cuda_session.sh overhead          # bench_overhead.py: per call vs F.cross_entropy
+#   bash benchmarks/cuda_session.sh loader            # bench_loader.py: loader vs training step
 #
 # A lent machine's torch may be outside the tested range (2.11 in 2026): "auto" then runs the
 # eager driver; TORCH_IMBALANCE_COMPILE=always times the compiled kernels.
@@ -39,8 +40,12 @@ case "$stage" in
     python3 benchmarks/bench_overhead.py --device cuda --shapes 32x10,4x4x512x512 --out "$out" \
       "$@" 2>&1 | tee "$out/bench_overhead.log" | tail -60
     ;;
+  loader)
+    python3 benchmarks/bench_loader.py --device cuda --out "$out" "$@" 2>&1 \
+      | tee "$out/bench_loader.log" | tail -60
+    ;;
   *)
-    echo "unknown stage $stage (tests, bench or overhead)" >&2
+    echo "unknown stage $stage (tests, bench, overhead or loader)" >&2
     exit 2
     ;;
 esac

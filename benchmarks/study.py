@@ -102,9 +102,10 @@ SEGMENTATION_ARMS = (
     Arm("dice_ce", "dice_ce"),
 )  # fmt: skip
 #: Settings of every study run: same seed, same result (Lightning's deterministic mode).
-# Bilinear resizing, as every run of the study so far had (before the interpolation was taken
-# from the pretrained model's configuration, bicubic for EfficientNet-Lite): one study, one recipe.
-COMMON = {"deterministic": True, "interpolation": "bilinear"}
+# Bilinear resizing and full-size JPEG decoding, as every run of the study so far had (before
+# the interpolation was taken from the pretrained model's configuration, bicubic for
+# EfficientNet-Lite, and before reduced-size decoding): one study, one recipe.
+COMMON = {"deterministic": True, "interpolation": "bilinear", "reduced_decode": False}
 PRETRAINED_CLASSIFIER = {
     **COMMON,
     "task": "classification",

@@ -17,6 +17,7 @@ RESULTS = "benchmark-results"
 def on_files(files: Files, config) -> Files:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     readme = readme.replace("](docs/", "](").replace("](CHANGELOG.md)", "](changelog.md)")
+    readme = readme.replace("](benchmarks/results/", f"]({RESULTS}/")
     files.append(File.generated(config, "index.md", content=readme))
     changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
     files.append(File.generated(config, "changelog.md", content=changelog))

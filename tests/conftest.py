@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 # (two workers × two threads on two cores made the training tests several times slower).
 workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // workers)))
+# The decoded-image caches of the tests' runs go to a folder of this session, not the user's.
+os.environ["TORCH_IMBALANCE_CACHE"] = tempfile.mkdtemp(prefix="torch-imbalance-cache-")
 
 
 @pytest.fixture(autouse=True)

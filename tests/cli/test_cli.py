@@ -486,3 +486,31 @@ def test_resnet50_weights_record_imagenet_preprocessing(tmp_path):
     assert recorded["std"] == pytest.approx([0.229, 0.224, 0.225])
     assert recorded["interpolation"] == "bicubic"
     assert "interpolation: bicubic" in (out / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_compare_on_an_image_folder_decodes_once_with_identical_metrics(tmp_path, capsys):
+    """Issue 26: the first run builds the decoded-image cache, every later run reuses it, and
+    the metrics equal those of a comparison that reads the files every epoch."""
+    root = write_imagefolder(tmp_path / "data", {"common": 20, "rare": 8}, suffix=".jpg")
+    results = {}
+    for cached in (True, False):
+        out = tmp_path / ("cached" if cached else "files")
+        args = ["compare", "--dataset", "imagefolder", "--root", str(root), "--losses",
+                "ce,focal", "--seeds", "0,1", "--epochs", "1", "--out", str(out),
+                "--cache-dir", str(tmp_path / "cache"), "--no-reduced-decode", *FAST]  # fmt: skip
+        if not cached:
+            args.append("--no-cache")
+        assert main(args) == 0
+        printed = capsys.readouterr().out
+        if cached:
+            assert printed.count("decoded-image cache: built") == 1
+            assert printed.count("decoded-image cache: reusing") == 3
+        else:
+            assert "decoded-image cache" not in printed
+        with open(out / "results.csv") as handle:
+            # The test metrics; the calibration error follows every probability.
+            results[cached] = [
+                (r["loss"], r["seed"], r["macro_f1"], r["ece"]) for r in csv.DictReader(handle)
+            ]
+    assert results[True] == results[False] and len(results[True]) == 4

@@ -31,6 +31,9 @@ NON_DEFAULT = {
     "sampler": ("oversample", "oversample"),
     "interpolation": ("bicubic", "bicubic"),
     "num_workers": ("2", 2),
+    "cache_dir": ("/fast/cache", "/fast/cache"),
+    "pin_memory": ("off", "off"),
+    "channels_last": ("on", "on"),
     "num_classes": ("4", 4),
     "ignore_index": ("0", 0),
     "model": ("FPN", "FPN"),
@@ -65,6 +68,8 @@ SWITCHES = {  # flag -> (setting, value it sets)
     "--overwrite": ("overwrite", True),
     "--no-progress": ("progress", False),
     "--deterministic": ("deterministic", True),
+    "--no-cache": ("cache", False),
+    "--no-reduced-decode": ("reduced_decode", False),
 }
 
 

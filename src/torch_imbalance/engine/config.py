@@ -3,12 +3,17 @@ file, then flags), saved as ``config.yaml`` in the run folder, read by the engin
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 #: ``--task`` names (each is a task object in ``engine/tasks.py``, checked by a test).
 TASKS = ("classification", "segmentation")
+#: An on/off setting whose default depends on the machine.
+SWITCH = ("auto", "on", "off")
+#: Most loader processes by default (more rarely help one GPU).
+MAX_DEFAULT_WORKERS = 8
 #: The model a run gets without --model, per task (a timm name; an smp architecture).
 DEFAULT_MODELS = {"classification": "resnet18", "segmentation": "Unet"}
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -134,7 +139,34 @@ class RunConfig:
         "resize interpolation (default: the pretrained model's, else bilinear)",
         choices=("bilinear", "bicubic", "nearest"),
     )
-    num_workers: int = setting(0, "data-loading processes", minimum=0)
+    num_workers: int | None = setting(
+        None,
+        "data-loading processes (default: on a GPU the CPU cores less one, at most 8; on the "
+        "CPU 0)",
+        minimum=0,
+    )
+    cache: bool = setting(
+        True,
+        "decode each image file once into a memory-mapped cache that the loader's workers and "
+        "later runs share (--no-cache: read the files every epoch)",
+    )
+    cache_dir: str | None = setting(
+        None,
+        "decoded-image cache folder (default $TORCH_IMBALANCE_CACHE or ~/.cache/torch-imbalance)",
+    )
+    reduced_decode: bool = setting(
+        True,
+        "decode a large JPEG at a reduced size (1/2, 1/4, 1/8) still at least --image-size, "
+        "several times faster (--no-reduced-decode: every pixel; classification)",
+    )
+    pin_memory: str = setting(
+        "auto", "page-locked batches for the copy to the GPU (auto: on CUDA)", choices=SWITCH
+    )
+    channels_last: str = setting(
+        "auto",
+        "channels-last memory format for convolutional networks (auto: on CUDA)",
+        choices=SWITCH,
+    )
     folds: int | None = setting(
         None,
         "segmentation built-ins: rotating folds by position; seed k tests fold k (mod folds) "
@@ -328,3 +360,38 @@ def save_yaml(config: RunConfig, path: Path) -> None:
     import yaml
 
     path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def on_cuda(config: RunConfig) -> bool:
+    """Whether the run trains on CUDA (``--accelerator`` auto, gpu or cuda with a GPU here)."""
+    import torch
+
+    return config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def resolve_switch(value: str, config: RunConfig) -> bool:
+    """An ``auto``/``on``/``off`` setting: ``auto`` is on exactly on CUDA."""
+    return on_cuda(config) if value == "auto" else value == "on"
+
+
+def loader_workers(config: RunConfig) -> int:
+    """``--num-workers``, or by default on CUDA the cores this process may use less one (the
+    main process feeds the GPU), at most :data:`MAX_DEFAULT_WORKERS`; on the CPU 0 (the model
+    needs the cores)."""
+    if config.num_workers is not None:
+        return config.num_workers
+    if not on_cuda(config):
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(0, min(MAX_DEFAULT_WORKERS, (cores or 1) - 1))
+
+
+def with_loader_defaults(config: RunConfig) -> RunConfig:
+    """``config`` with the machine-dependent loading settings resolved (recorded in the run's
+    config: workers, pinned memory, channels-last)."""
+    return replace(
+        config,
+        num_workers=loader_workers(config),
+        pin_memory="on" if resolve_switch(config.pin_memory, config) else "off",
+        channels_last="on" if resolve_switch(config.channels_last, config) else "off",
+    )

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
 from torch_imbalance._types import TrainingLoss
-from torch_imbalance.engine.config import RunConfig
+from torch_imbalance.engine.config import RunConfig, resolve_switch
 from torch_imbalance.engine.losses import DiceCELoss
 from torch_imbalance.engine.tasks import Task, task_for
 from torch_imbalance.registry import build_loss
@@ -79,6 +79,12 @@ class ImbalanceModule(pl.LightningModule):
         self.model: torch.nn.Module = self.task_spec.build_model(
             self.config, len(classes), channels
         )
+        #: Channels-last activations (faster convolutions with tensor cores, on CUDA).
+        self.channels_last = resolve_switch(self.config.channels_last, self.config) and any(
+            isinstance(layer, torch.nn.Conv2d) for layer in self.model.modules()
+        )
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.loss: torch.nn.Module = build_run_loss(
             self.config, class_counts, self.task_spec, ignore_index
         )
@@ -96,6 +102,8 @@ class ImbalanceModule(pl.LightningModule):
         self._item_batches: list[torch.Tensor] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.model(images)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:

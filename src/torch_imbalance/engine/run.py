@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from torch_imbalance.data import DatasetError, load_dataset
-from torch_imbalance.engine.config import RunConfig, load_yaml, save_yaml
+from torch_imbalance.engine.config import RunConfig, load_yaml, save_yaml, with_loader_defaults
 from torch_imbalance.engine.module import ImbalanceModule
 from torch_imbalance.engine.outputs import write_json
 from torch_imbalance.engine.preprocessing import with_model_preprocessing
@@ -94,7 +94,7 @@ def train(config: RunConfig) -> dict[str, Any]:
     config.validate()
     saved = Path(config.out) / "config.yaml"
     begun_unrecorded = config.resume and saved.is_file() and "interpolation" not in load_yaml(saved)
-    config = with_model_preprocessing(config, legacy=begun_unrecorded)
+    config = with_loader_defaults(with_model_preprocessing(config, legacy=begun_unrecorded))
     # Under DDP the launcher re-runs this function in every process; only the first prepares
     # and writes the folder (the others find it already there).
     is_first_process = getattr(rank_zero_only, "rank", 0) == 0

@@ -23,13 +23,22 @@ from torch import nn
 
 from torch_imbalance._types import TrainingLoss
 from torch_imbalance.data.records import DatasetBundle, SegmentationBundle
-from torch_imbalance.engine.config import DEFAULT_MODELS, RunConfig
+from torch_imbalance.engine.config import (
+    DEFAULT_MODELS,
+    RunConfig,
+    loader_workers,
+    on_cuda,
+    resolve_switch,
+)
 from torch_imbalance.engine.outputs import (
     ClassificationWriter,
     PredictError,
     SegmentationWriter,
     write_csv,
 )
+
+#: The splits every task trains, validates and tests on.
+SPLITS = ("train", "val", "test")
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader, Dataset
@@ -104,11 +113,15 @@ class Task(ABC):
         """Train (shuffled or re-sampled), val and test loaders."""
         from torch.utils.data import DataLoader
 
+        workers = loader_workers(config)
         common: dict[str, Any] = {
             "batch_size": config.batch_size,
-            "num_workers": config.num_workers,
-            "persistent_workers": config.num_workers > 0,
+            "num_workers": workers,
+            "persistent_workers": workers > 0,
+            "pin_memory": resolve_switch(config.pin_memory, config),
         }
+        if workers > 0:
+            common["prefetch_factor"] = 4 if on_cuda(config) else 2
         sets = self.datasets(config, bundle, channels)
         return {
             "train": DataLoader(
@@ -222,22 +235,54 @@ class ClassificationTask(Task):
     bundle_type = DatasetBundle
 
     def datasets(self, config: RunConfig, bundle: Any, channels: int) -> dict[str, Dataset]:
-        from torch_imbalance.data.dataset import ImageDataset
-        from torch_imbalance.data.transforms import build_transform
+        from torchvision.transforms import v2
+
+        from torch_imbalance.data.cache import cache_splits
+        from torch_imbalance.data.dataset import Decoded, ImageDataset
+        from torch_imbalance.data.io import read_image
+        from torch_imbalance.data.transforms import build_transform_steps
 
         normalization = config.input_normalization(channels)
         interpolation = config.resize_interpolation()
-        train = build_transform(
-            config.image_size, channels, True, config.augment, normalization, interpolation
-        )
-        evaluation = build_transform(
-            config.image_size, channels, False, False, normalization, interpolation
-        )
-        return {
-            "train": ImageDataset(bundle.train, channels, train),
-            "val": ImageDataset(bundle.val, channels, evaluation),
-            "test": ImageDataset(bundle.test, channels, evaluation),
-        }
+        at_least = config.image_size if config.reduced_decode else None
+        steps = {
+            train: build_transform_steps(
+                config.image_size, channels, train, config.augment and train, normalization,
+                interpolation,
+            )
+            for train in (True, False)
+        }  # fmt: skip
+        first_steps = steps[False][0]  # decode and resize: the same for every split
+        decoded: dict[str, Any] = dict.fromkeys(SPLITS)
+        if config.cache:
+            recipe = {
+                "task": "classification",
+                "size": config.image_size,
+                "channels": channels,
+                "interpolation": interpolation,
+                "at_least": at_least,
+            }
+            decoded = cache_splits(
+                {split: getattr(bundle, split).items for split in SPLITS},
+                recipe,
+                lambda item: (first_steps(read_image(item, channels, at_least)).numpy(), None),
+                config.cache_dir,
+                progress=config.progress,
+            )
+
+        def dataset(split: str) -> ImageDataset:
+            first, rest = steps[split == "train"]
+            cached = decoded[split]
+            return ImageDataset(
+                getattr(bundle, split),
+                channels,
+                v2.Compose([first, rest]),
+                at_least=at_least,
+                decoded=None if cached is None else Decoded(*cached),
+                finish=rest,
+            )
+
+        return {split: dataset(split) for split in SPLITS}
 
     def train_sampler(self, config: RunConfig, bundle: Any) -> Any:
         from torch_imbalance.data.samplers import build_sampler
@@ -398,12 +443,47 @@ class SegmentationTask(Task):
         }
 
     def datasets(self, config: RunConfig, bundle: Any, channels: int) -> dict[str, Dataset]:
-        from torch_imbalance.data.dataset import SegmentationDataset
+        from torch_imbalance.data.cache import cache_splits, source_signature
+        from torch_imbalance.data.dataset import (
+            Decoded,
+            SegmentationDataset,
+            read_segmentation_item,
+        )
         from torch_imbalance.data.errors import DatasetError
-        from torch_imbalance.data.transforms import build_segmentation_transform
+        from torch_imbalance.data.transforms import build_segmentation_transform, image_pixels
 
         if config.sampler != "none":
             raise DatasetError("--sampler re-samples images by class; segmentation takes 'none'")
+
+        decoded: dict[str, Any] = dict.fromkeys(SPLITS)
+        if config.cache:
+            masks = {
+                str(image): (mask, name)
+                for split in SPLITS
+                for image, mask, name in zip(
+                    getattr(bundle, split).images,
+                    getattr(bundle, split).masks,
+                    getattr(bundle, split).ids,
+                    strict=True,
+                )
+            }
+
+            def decode(item: Any) -> tuple[np.ndarray, np.ndarray]:
+                mask, name = masks[str(item)]
+                image, labels = read_segmentation_item(item, mask, channels, name)
+                return image_pixels(image).numpy(), labels
+
+            mask_files = [m for m, _ in masks.values() if isinstance(m, str | Path)]
+            decoded = cache_splits(
+                {split: getattr(bundle, split).images for split in SPLITS},
+                # The masks' files key the cache too (images and masks at their own size).
+                {"task": "segmentation", "channels": channels,
+                 "masks": source_signature(mask_files)},
+                decode,
+                config.cache_dir,
+                describe="images and masks",
+                progress=config.progress,
+            )  # fmt: skip
 
         def dataset(split: str, train: bool) -> SegmentationDataset:
             transform = build_segmentation_transform(
@@ -415,7 +495,13 @@ class SegmentationTask(Task):
                 config.input_normalization(channels),
                 config.resize_interpolation(),
             )
-            return SegmentationDataset(getattr(bundle, split), channels, transform)
+            cached = decoded[split]
+            return SegmentationDataset(
+                getattr(bundle, split),
+                channels,
+                transform,
+                decoded=None if cached is None else Decoded(*cached),
+            )
 
         return {
             "train": dataset("train", True),
