@@ -58,3 +58,10 @@ def test_channels_last_model_gives_the_same_outputs():
     images = torch.randn(2, 3, 32, 32)
     fast.eval(), plain.eval()
     torch.testing.assert_close(fast(images), plain(images), rtol=1e-4, atol=1e-5)
+
+
+def test_a_run_from_before_reduced_decoding_keeps_reading_every_pixel():
+    config = RunConfig(model="resnet10t", image_size=32).to_dict()
+    assert ImbalanceModule(config, ["a", "b"], [5, 2], 3).config.reduced_decode is True
+    del config["reduced_decode"]  # a checkpoint saved before the setting existed
+    assert ImbalanceModule(config, ["a", "b"], [5, 2], 3).config.reduced_decode is False

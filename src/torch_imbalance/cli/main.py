@@ -152,6 +152,7 @@ def command_gradcam(args: argparse.Namespace) -> int:
         out,
         config.input_normalization(channels),
         config.resize_interpolation(),
+        modules[0][1].task_spec.decode_size(config),
     )
     print(f"Grad-CAM figure: {out}")
     return 0

@@ -3,6 +3,7 @@ metrics."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 import lightning.pytorch as pl
@@ -71,6 +72,8 @@ class ImbalanceModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.config = RunConfig.from_dict(config)
+        if "reduced_decode" not in config:  # a run from before it existed read every pixel
+            self.config = replace(self.config, reduced_decode=False)
         self.classes = classes
         self.task = task
         self.ignore_index = ignore_index

@@ -112,6 +112,7 @@ def predict(
     transform = task.prediction_transform(
         module.config, module.hparams["channels"], module.ignore_index
     )
+    decode_size = task.decode_size(module.config)  # as the evaluation splits were read
     summary = PredictSummary(out)
     module.eval()
     size = batch_size or module.config.batch_size
@@ -120,7 +121,7 @@ def predict(
             images, kept, originals = [], [], []
             for path in chunk:
                 try:
-                    image = read_image(path, module.hparams["channels"])
+                    image = read_image(path, module.hparams["channels"], decode_size)
                 except DatasetError as error:
                     summary.skipped.append((path, str(error)))
                     report(f"skipped {path}: {error}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,8 @@ def train(config: RunConfig) -> dict[str, Any]:
     saved = Path(config.out) / "config.yaml"
     begun_unrecorded = config.resume and saved.is_file() and "interpolation" not in load_yaml(saved)
     config = with_loader_defaults(with_model_preprocessing(config, legacy=begun_unrecorded))
+    if config.resume and saved.is_file() and "reduced_decode" not in load_yaml(saved):
+        config = replace(config, reduced_decode=False)  # begun reading every pixel: keep on
     # Under DDP the launcher re-runs this function in every process; only the first prepares
     # and writes the folder (the others find it already there).
     is_first_process = getattr(rank_zero_only, "rank", 0) == 0

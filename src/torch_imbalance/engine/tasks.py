@@ -195,6 +195,11 @@ class Task(ABC):
     ) -> Any:
         """``transform(PIL image) -> tensor``: the preprocessing of the evaluation splits."""
 
+    def decode_size(self, config: RunConfig) -> int | None:
+        """The smallest side a JPEG is decoded at (``read_image``'s ``at_least``), or None for
+        full size: what training, evaluation, ``predict`` and ``gradcam`` all read with."""
+        return None
+
     @abstractmethod
     def prediction_writer(self, out: Path, module: Any, output_format: str, overlays: bool) -> Any:
         """What ``predict`` feeds (``add(paths, logits, images)``, then ``close()``)."""
@@ -244,7 +249,7 @@ class ClassificationTask(Task):
 
         normalization = config.input_normalization(channels)
         interpolation = config.resize_interpolation()
-        at_least = config.image_size if config.reduced_decode else None
+        at_least = self.decode_size(config)
         steps = {
             train: build_transform_steps(
                 config.image_size, channels, train, config.augment and train, normalization,
@@ -283,6 +288,10 @@ class ClassificationTask(Task):
             )
 
         return {split: dataset(split) for split in SPLITS}
+
+    def decode_size(self, config: RunConfig) -> int | None:
+        # The first step resizes to image_size² whatever the aspect: no side needs more.
+        return config.image_size if config.reduced_decode else None
 
     def train_sampler(self, config: RunConfig, bundle: Any) -> Any:
         from torch_imbalance.data.samplers import build_sampler

@@ -98,6 +98,7 @@ def gradcam_figure(
     out: Path,
     normalization: Normalization = None,
     interpolation: str = "bilinear",
+    decode_size: int | None = None,
 ) -> Path:
     """One row per image: the image, then its Grad-CAM overlay under each checkpoint (for the
     true class), titled with the checkpoint's predicted class and probability."""
@@ -117,7 +118,7 @@ def gradcam_figure(
     if bad:
         raise ValueError(f"image indices {bad} are outside the {split} split (0..{len(part) - 1})")
     transform = build_transform(image_size, channels, False, False, normalization, interpolation)
-    dataset = ImageDataset(part, channels, transform)
+    dataset = ImageDataset(part, channels, transform, at_least=decode_size)
     images = torch.stack([dataset[i][0] for i in indices])
     labels = [int(part.labels[i]) for i in indices]
     shown = (denormalize(images, normalization).clamp(0, 1).permute(0, 2, 3, 1).numpy()).astype(
