@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 import torch_imbalance as ti
 from torch_imbalance import build_loss
 from torch_imbalance import functional as TF
-from torch_imbalance.engine.config import ConfigError, RunConfig
 from torch_imbalance.functional import _compiled
 
 
@@ -280,14 +279,6 @@ def test_undefined_or_out_of_range_is_a_clear_error():
         with pytest.raises(ValueError, match=f"loss '{name}' does not define label smoothing"):
             build_loss(name, [3, 2, 1], label_smoothing=0.1)
     build_loss("poly1", [3, 2, 1], label_smoothing=0.0)  # 0 is no smoothing: accepted
-    with pytest.raises(ConfigError, match="loss 'dual_focal' does not define label smoothing"):
-        RunConfig(loss="dual_focal", label_smoothing=0.1).validate()
-    with pytest.raises(ConfigError, match="loss 'dice_ce' does not define"):
-        RunConfig(task="segmentation", loss="dice_ce", label_smoothing=0.1).validate()
-    with pytest.raises(ConfigError, match="at most 1"):
-        RunConfig(label_smoothing=2.0).validate()
-    with pytest.raises(ConfigError, match="not --label-mode multilabel"):
-        RunConfig(dataset="odir5k", label_mode="multilabel", label_smoothing=0.1).validate()
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
@@ -299,13 +290,3 @@ def test_all_ignored_batch_is_zero_with_zero_gradients(name):
     value = ours(z, t, 0.1, None, "mean")
     value.backward()
     assert value.item() == 0.0 and torch.equal(z.grad, torch.zeros_like(z))
-
-
-def test_the_harness_flag_reaches_the_loss():
-    from torch_imbalance.engine.module import build_run_loss
-
-    config = RunConfig(loss="lmf_drw", label_smoothing=0.15, epochs=4).validate()
-    loss = build_run_loss(config, [30, 10, 2], "classification")
-    assert loss.loss.label_smoothing == 0.15
-    assert RunConfig().label_smoothing == 0.0
-    assert build_run_loss(RunConfig(), [3, 2], "classification").label_smoothing == 0.0
