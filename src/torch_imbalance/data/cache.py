@@ -158,7 +158,11 @@ def open_or_build(
         start = time.perf_counter()
         _build(folder, paths, recipe, decode, progress, describe)
         seconds = time.perf_counter() - start
-        log(f"decoded-image cache: built {folder} ({len(paths)} {describe}, {seconds:.1f} s)")
+        megabytes = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
+        log(
+            f"decoded-image cache: built {folder} ({len(paths)} {describe}, {megabytes:.0f} MB, "
+            f"{seconds:.1f} s)"
+        )
     return DecodedCache(folder)
 
 
