@@ -46,6 +46,8 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 EAGER_ROWS = ("ce", "focal", "ldam", "lmf", "balanced_softmax")
+#: Losses also timed with label smoothing.
+SMOOTHED_ROWS = ("ce", "focal", "lmf")
 
 
 def eager(loss: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -104,6 +106,14 @@ def build_cases(
         if hasattr(loss, "set_epoch"):
             loss.set_epoch(epochs - 1)
         cases[f"ours: {name}"] = ("ours", lambda x, t, y, loss=loss: loss(x, t))
+    # Label smoothing: what ε > 0 costs, beside torch's own.
+    cases["F.cross_entropy (ε=0.1)"] = (
+        "reference",
+        lambda x, t, y: F.cross_entropy(x, t, ignore_index=IGNORE, label_smoothing=0.1),
+    )
+    for name in SMOOTHED_ROWS:
+        loss = ti.build_loss(name, counts, label_smoothing=0.1).to(z.device)
+        cases[f"ours: {name} (ε=0.1)"] = ("ours", lambda x, t, y, loss=loss: loss(x, t))
     # The same losses on the chunked eager kernels, to show what compiling buys.
     for name in EAGER_ROWS:
         extra = {"total_epochs": epochs} if name.endswith("_drw") else {}
