@@ -497,7 +497,7 @@ def test_compare_on_an_image_folder_decodes_once_with_identical_metrics(tmp_path
     for cached in (True, False):
         out = tmp_path / ("cached" if cached else "files")
         args = ["compare", "--dataset", "imagefolder", "--root", str(root), "--losses",
-                "ce,focal", "--seeds", "0,1", "--epochs", "1", "--out", str(out),
+                "ce,focal", "--seeds", "0", "--epochs", "1", "--out", str(out),
                 "--cache-dir", str(tmp_path / "cache"), "--no-reduced-decode", *FAST]  # fmt: skip
         if not cached:
             args.append("--no-cache")
@@ -505,7 +505,7 @@ def test_compare_on_an_image_folder_decodes_once_with_identical_metrics(tmp_path
         printed = capsys.readouterr().out
         if cached:
             assert printed.count("decoded-image cache: built") == 1
-            assert printed.count("decoded-image cache: reusing") == 3
+            assert printed.count("decoded-image cache: reusing") == 1
         else:
             assert "decoded-image cache" not in printed
         with open(out / "results.csv") as handle:
@@ -513,4 +513,4 @@ def test_compare_on_an_image_folder_decodes_once_with_identical_metrics(tmp_path
             results[cached] = [
                 (r["loss"], r["seed"], r["macro_f1"], r["ece"]) for r in csv.DictReader(handle)
             ]
-    assert results[True] == results[False] and len(results[True]) == 4
+    assert results[True] == results[False] and len(results[True]) == 2
