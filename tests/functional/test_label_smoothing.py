@@ -106,7 +106,6 @@ GAMMA_ZERO_RUNS = [
       for weighted in (False, True)
       for reduction in ("mean", "sum", "none")],
     ("compiled", (2, 3, 4, 5), True, "mean"),
-    ("compiled", (6, 40), True, "mean"),
 ]  # fmt: skip
 
 
@@ -116,7 +115,7 @@ def test_gamma_zero_is_cross_entropy_with_label_smoothing(on, driver, shape, wei
     z, t = batch(shape)
     weight = torch.linspace(0.3, 2.0, shape[1], dtype=torch.float64) if weighted else None
     probe = torch.rand(t.shape, dtype=torch.float64)
-    for epsilon in (0.1, 1.0):
+    for epsilon in (0.1, 1.0) if driver == "eager" else (0.1,):  # ε is built into a kernel
         x = z.clone().requires_grad_()
         ours = TF.focal_loss(x, t, 0.0, weight=weight, reduction=reduction, label_smoothing=epsilon)
         (grad,) = torch.autograd.grad((ours * probe).sum() if reduction == "none" else ours, x)
@@ -147,8 +146,9 @@ def test_matches_float64_reference(on, driver, name, shape):
     weight = torch.linspace(0.5, 1.5, shape[1], dtype=torch.float64)
     probe = torch.rand(t.shape, dtype=torch.float64)
     settings = [(w, r) for w in (None, weight) for r in ("mean", "none")]
-    if driver == "compiled":
-        settings = [(None, "none"), (weight, "mean")]
+    if driver == "compiled":  # each compiled configuration costs seconds to build
+        settings = [(None, "none"), (weight, "mean")] if name == "lmf" and shape[1] == 5 else []
+        settings = settings or [(weight, "mean")]
     for w, reduction in settings:
         x = z.clone().requires_grad_()
         value = ours(x, t, 0.2, w, reduction)
