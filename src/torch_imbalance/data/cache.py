@@ -143,6 +143,24 @@ def open_or_build(
         describe: what the items are, for the log.
         log: where the one line about building or reusing the cache goes.
         progress: show a progress bar while building.
+
+    Examples:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> paths = [folder / "a.jpg", folder / "b.jpg"]
+        >>> for i, path in enumerate(paths):
+        ...     _ = path.write_bytes(bytes([i]))  # any files: ``decode`` reads them
+        >>> def decode(i):
+        ...     return np.full((3, 2, 2), i, np.uint8), None
+        >>> cache = open_or_build(paths, {"size": 2}, decode, folder / "cache", progress=False,
+        ...                       log=lambda line: print(line.split()[2]))
+        built
+        >>> cache.pixels(1)[:, 0, 0]
+        array([1, 1, 1], dtype=uint8)
+        >>> _ = open_or_build(paths, {"size": 2}, decode, folder / "cache", progress=False,
+        ...                   log=lambda line: print(line.split()[2]))
+        reusing
     """
     root = Path(root) if root is not None else default_cache_root()
     key = cache_key(source_signature(paths), recipe)
