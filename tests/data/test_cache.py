@@ -216,3 +216,20 @@ def test_rotation_without_a_fill_mask_gives_the_same_pixels():
         torch.manual_seed(seed)
         assert torch.equal(a, default(image))
     assert (a == 0).any()  # corners were filled: the comparison covers the fill
+
+
+def test_a_cache_that_cannot_be_written_falls_back_to_the_files(tmp_path):
+    paths = write_jpegs(tmp_path / "data", 2)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    logs: list[str] = []
+    decoded = cache_splits(
+        {"train": paths},
+        {},
+        lambda item: (np.zeros((3, 2, 2), np.uint8), None),
+        blocker / "cache",
+        log=logs.append,
+        progress=False,
+    )
+    assert decoded == {"train": None}
+    assert "cannot write to" in logs[0] and "reading the files instead" in logs[0]

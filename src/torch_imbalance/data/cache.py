@@ -198,22 +198,30 @@ def cache_splits(
     every run of a ``compare``, shares it), and each split's positions in it.
 
     ``decode(item)`` gives an item's cached arrays (see :func:`open_or_build`). Splits whose
-    items are not all files (in-memory arrays need no cache) get None.
+    items are not all files (in-memory arrays need no cache) get None, as do all when the cache
+    cannot be written (a read-only or full disk: said in the log, the files are read instead).
     """
     if not all(isinstance(item, (str, Path)) for items in splits.values() for item in items):
         return dict.fromkeys(splits)
     files = sorted({str(item) for items in splits.values() for item in items})
     if not files:
         return dict.fromkeys(splits)
-    cache = open_or_build(
-        files,
-        recipe,
-        lambda i: decode(files[i]),
-        root,
-        describe=describe,
-        log=log,
-        progress=progress,
-    )
+    try:
+        cache = open_or_build(
+            files,
+            recipe,
+            lambda i: decode(files[i]),
+            root,
+            describe=describe,
+            log=log,
+            progress=progress,
+        )
+    except OSError as error:  # a read-only or full disk: slower, not broken
+        if isinstance(error, FileNotFoundError):
+            raise
+        where = root if root is not None else default_cache_root()
+        log(f"decoded-image cache: cannot write to {where} ({error}); reading the files instead")
+        return dict.fromkeys(splits)
     where = {path: i for i, path in enumerate(files)}
     return {name: (cache, [where[str(item)] for item in items]) for name, items in splits.items()}
 
