@@ -219,11 +219,13 @@ def cache_splits(
     except OSError as error:  # a read-only or full disk: slower, not broken
         if isinstance(error, FileNotFoundError):
             raise
-        where = root if root is not None else default_cache_root()
-        log(f"decoded-image cache: cannot write to {where} ({error}); reading the files instead")
+        folder = root if root is not None else default_cache_root()
+        log(f"decoded-image cache: cannot write to {folder} ({error}); reading the files instead")
         return dict.fromkeys(splits)
-    where = {path: i for i, path in enumerate(files)}
-    return {name: (cache, [where[str(item)] for item in items]) for name, items in splits.items()}
+    position = {path: i for i, path in enumerate(files)}
+    return {
+        name: (cache, [position[str(item)] for item in items]) for name, items in splits.items()
+    }
 
 
 def _build(
