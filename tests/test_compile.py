@@ -15,11 +15,12 @@ import torch_imbalance as ti
     [
         lambda: ti.FocalLoss(gamma=2.0),
         lambda: ti.LMFLoss(COUNTS[4]),
+        lambda: ti.LMFLoss(COUNTS[4], label_smoothing=0.1, weight=[0.5, 1.0, 1.5, 2.0]),
         lambda: ti.DualFocalLoss(gamma=1.5),
         # Adaptive weights: a training-mode call updates the running frequencies (two modules)
         lambda: ti.build_loss("dual_focal_adaptive", COUNTS[4]),
     ],
-    ids=["focal", "lmf", "dual_focal", "dual_focal_adaptive"],
+    ids=["focal", "lmf", "lmf_smoothed", "dual_focal", "dual_focal_adaptive"],
 )
 def test_compiled_loss_matches_eager(make_loss):
     torch._dynamo.reset()
