@@ -579,15 +579,18 @@ def gradcam_figure(study: Study, path: Path) -> bool:
     indices = right[:3] + wrong[:3]
     if not indices or any(labels[i] != rarest for i in indices):
         return False
+    channels = config.channels or bundle.channels
     draw(
         modules,
         bundle,
         "test",
         indices,
-        config.channels or bundle.channels,
+        channels,
         config.image_size,
         path,
-        config.normalize,
+        config.input_normalization(channels),
+        config.resize_interpolation(),
+        modules[0][1].task_spec.decode_size(config),
     )
     return True
 
