@@ -588,9 +588,9 @@ def gradcam_figure(study: Study, path: Path) -> bool:
         channels,
         config.image_size,
         path,
-        config.input_normalization(channels),
-        config.resize_interpolation(),
-        modules[0][1].task_spec.decode_size(config),
+        normalization=config.input_normalization(channels),
+        interpolation=config.resize_interpolation(),
+        decode_size=modules[0][1].task_spec.decode_size(config),
     )
     return True
 

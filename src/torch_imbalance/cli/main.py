@@ -150,9 +150,9 @@ def command_gradcam(args: argparse.Namespace) -> int:
         channels,
         config.image_size,
         out,
-        config.input_normalization(channels),
-        config.resize_interpolation(),
-        modules[0][1].task_spec.decode_size(config),
+        normalization=config.input_normalization(channels),
+        interpolation=config.resize_interpolation(),
+        decode_size=modules[0][1].task_spec.decode_size(config),
     )
     print(f"Grad-CAM figure: {out}")
     return 0

@@ -96,6 +96,7 @@ def gradcam_figure(
     channels: int,
     image_size: int,
     out: Path,
+    *,
     normalization: Normalization = None,
     interpolation: str = "bilinear",
     decode_size: int | None = None,
