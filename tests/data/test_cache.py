@@ -16,7 +16,7 @@ from torchvision.transforms import v2
 
 from torch_imbalance.data import cache as cache_module
 from torch_imbalance.data.cache import cache_splits, open_or_build
-from torch_imbalance.data.dataset import Decoded, ImageDataset, SegmentationDataset
+from torch_imbalance.data.dataset import ImageDataset, SegmentationDataset
 from torch_imbalance.data.errors import DatasetError
 from torch_imbalance.data.io import read_image
 from torch_imbalance.data.records import ImageSet, SegmentationSet
@@ -54,9 +54,7 @@ def classification_datasets(paths, root, at_least, size=32, train=True):
     )["train"]
     full = v2.Compose([first, rest])
     plain = ImageDataset(images, 3, full, at_least=at_least)
-    cached = ImageDataset(
-        images, 3, full, at_least=at_least, decoded=Decoded(*decoded), finish=rest
-    )
+    cached = ImageDataset(images, 3, full, at_least=at_least, decoded=decoded, finish=rest)
     return plain, cached, logs
 
 
@@ -193,7 +191,7 @@ def test_segmentation_cache_gives_the_same_items_and_follows_the_masks(tmp_path)
 
     logs: list[str] = []
     plain = SegmentationDataset(data, 3, transform)
-    cached = SegmentationDataset(data, 3, transform, decoded=Decoded(*decoded(logs)))
+    cached = SegmentationDataset(data, 3, transform, decoded=decoded(logs))
     for index in range(4):
         a_image, a_mask = plain[(index, 5)]
         b_image, b_mask = cached[(index, 5)]

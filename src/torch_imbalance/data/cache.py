@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -71,6 +71,13 @@ def cache_key(signature: list[tuple[str, int, int]], recipe: dict[str, Any]) -> 
     """A short hash of the sources and the recipe."""
     digest = hashlib.sha256(json.dumps([CACHE_VERSION, recipe, signature]).encode())
     return digest.hexdigest()[:24]
+
+
+class Decoded(NamedTuple):
+    """A split's items in a decoded-image cache: the cache and each item's position in it."""
+
+    cache: DecodedCache
+    positions: list[int]
 
 
 class DecodedCache:
@@ -193,7 +200,7 @@ def cache_splits(
     describe: str = "images",
     log: Callable[[str], None] = print,
     progress: bool = True,
-) -> dict[str, tuple[DecodedCache, list[int]] | None]:
+) -> dict[str, Decoded | None]:
     """One cache over the files of all ``splits`` (so every seed's split of a dataset, and
     every run of a ``compare``, shares it), and each split's positions in it.
 
@@ -224,7 +231,8 @@ def cache_splits(
         return dict.fromkeys(splits)
     position = {path: i for i, path in enumerate(files)}
     return {
-        name: (cache, [position[str(item)] for item in items]) for name, items in splits.items()
+        name: Decoded(cache, [position[str(item)] for item in items])
+        for name, items in splits.items()
     }
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from torch_imbalance.data.cache import DecodedCache
+from torch_imbalance.data.cache import Decoded
 from torch_imbalance.data.io import read_image, read_mask
 from torch_imbalance.data.records import DatasetError, ImageSet, SegmentationSet
 
@@ -36,13 +36,6 @@ def seeded(draw: int | None, transform: Callable[[], Result]) -> Result:
 def split_key(key: int | tuple[int, int]) -> tuple[int, int | None]:
     """A sampler key: an index, or ``(index, draw)``."""
     return key if isinstance(key, tuple) else (key, None)
-
-
-class Decoded(NamedTuple):
-    """A split's items in a decoded-image cache: the cache and each item's position in it."""
-
-    cache: DecodedCache
-    positions: list[int]
 
 
 class ImageDataset(Dataset):

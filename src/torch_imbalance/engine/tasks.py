@@ -243,7 +243,7 @@ class ClassificationTask(Task):
         from torchvision.transforms import v2
 
         from torch_imbalance.data.cache import cache_splits
-        from torch_imbalance.data.dataset import Decoded, ImageDataset
+        from torch_imbalance.data.dataset import ImageDataset
         from torch_imbalance.data.io import read_image
         from torch_imbalance.data.transforms import build_transform_steps
 
@@ -277,13 +277,12 @@ class ClassificationTask(Task):
 
         def dataset(split: str) -> ImageDataset:
             first, rest = steps[split == "train"]
-            cached = decoded[split]
             return ImageDataset(
                 getattr(bundle, split),
                 channels,
                 v2.Compose([first, rest]),
                 at_least=at_least,
-                decoded=None if cached is None else Decoded(*cached),
+                decoded=decoded[split],
                 finish=rest,
             )
 
@@ -454,7 +453,6 @@ class SegmentationTask(Task):
     def datasets(self, config: RunConfig, bundle: Any, channels: int) -> dict[str, Dataset]:
         from torch_imbalance.data.cache import cache_splits, source_signature
         from torch_imbalance.data.dataset import (
-            Decoded,
             SegmentationDataset,
             read_segmentation_item,
         )
@@ -504,12 +502,11 @@ class SegmentationTask(Task):
                 config.input_normalization(channels),
                 config.resize_interpolation(),
             )
-            cached = decoded[split]
             return SegmentationDataset(
                 getattr(bundle, split),
                 channels,
                 transform,
-                decoded=None if cached is None else Decoded(*cached),
+                decoded=decoded[split],
             )
 
         return {

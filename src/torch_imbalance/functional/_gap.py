@@ -311,7 +311,6 @@ def smoothing_terms(
     """
     classes = len(z) if isinstance(z, Unrolled) else z.shape[1]
     share = smoothing / classes
-    labelled_ = valid.to(spec.dtype)
     if class_weight is None:
         weights: Any = 1.0
         total: torch.Tensor | float = float(classes)
@@ -322,7 +321,7 @@ def smoothing_terms(
         total = class_weight.sum()
         target_weight = per_target(class_weight, safe)
         differences = class_sum(per_class(lambda zj, wj: (z_target - zj) * wj, z, weights))
-    keep = (1 - smoothing) * weight + share * total * labelled_
+    keep = (1 - smoothing) * weight + share * total * valid
     terms = []
     for k, scale in enumerate(spec.scales):
         linear = differences * scale if scale != 1.0 else differences
@@ -332,7 +331,7 @@ def smoothing_terms(
             linear = linear + per_target(offset, safe) * total - weighted
         if shift is not None:
             linear = linear - per_target(shift, safe) * (total - target_weight)
-        terms.append((keep, linear * (share * labelled_)))
+        terms.append((keep, linear * (share * valid)))
     return terms, weights, total
 
 
@@ -432,7 +431,7 @@ def gap_body(
     log_scales = [log_upstream + math.log(head_scale) for head_scale in spec.scales]
     smoothed = label_smoothing > 0
     if smoothed:
-        valid = target != ignore_index
+        valid = (target != ignore_index).to(dtype)
         terms, class_weights, total_weight = smoothing_terms(
             z, z_target, safe, weight, valid, class_weight, offsets, shifts, spec, label_smoothing
         )
@@ -442,7 +441,7 @@ def gap_body(
     )
     # Smoothed, the law's value and slopes carry the class weights already; the mask keeps an
     # ignored element's slopes at 0 (not 0 · 1/Σw, which overflows in an all-ignored batch).
-    element_weight = valid.to(dtype) if smoothed else weight
+    element_weight = valid if smoothed else weight
     multiplier = element_weight
     if scale is not None:
         multiplier = multiplier * scale
@@ -453,7 +452,7 @@ def gap_body(
     linear = None
     if smoothed:
         # ∂E_k/∂z = (ε/C)·[labelled]·a_k ∂D/∂z: one coefficient for all heads.
-        share = (label_smoothing / logits.shape[1]) * valid.to(dtype)
+        share = (label_smoothing / logits.shape[1]) * valid
         extra = functools.reduce(
             torch.add, [slopes[heads + k] * spec.scales[k] for k in range(heads)]
         )
