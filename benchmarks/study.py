@@ -354,7 +354,10 @@ class Tested:
 
     @property
     def interval(self) -> tuple[float, float]:
-        return self.found.interval(self.level)
+        low, high = self.found.interval(self.level)
+        if self.claim.kind == "level":  # a score in [0, 1]: the t-interval may overshoot it
+            return max(low, 0.0), min(high, 1.0)
+        return low, high
 
     @property
     def verdict(self) -> str:

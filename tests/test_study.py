@@ -109,3 +109,14 @@ def test_claims_are_holm_adjusted_per_family(tree):
                               "metrics.json").read_text())["test"]["per_class"][c]["f1"]
                   for c in ("no", "yes")]) for s in range(4)]
     )  # fmt: skip
+
+
+def test_a_level_interval_stays_inside_the_score_range():
+    class Found:  # a t-interval over few, spread seeds overshoots [0, 1]
+        def interval(self, level):
+            return (-0.2, 1.3)
+
+    level = study.Claim("elpv", "about 80 %", "lmf_official", None, "f1:p=2/3", 0.75, "level")
+    margin = study.Claim("elpv", "beats", "lmf_official", "ce", "macro_f1", 0.02)
+    assert study.Tested(level, Found()).interval == (0.0, 1.0)
+    assert study.Tested(margin, Found()).interval == (-0.2, 1.3)  # a difference is not clipped

@@ -334,6 +334,20 @@ def test_margin_verdicts(interval, expected):
     assert margin_verdict(interval, 0.02) == expected
 
 
+@pytest.mark.parametrize(
+    ("interval", "expected"),
+    [
+        ((0.0, 0.0), DOES_NOT_HOLD),  # identical on every seed: no gain
+        ((-0.03, 0.0), DOES_NOT_HOLD),
+        ((0.0, 0.02), CANNOT_TELL),
+        ((0.001, 0.02), HOLDS),
+        ((-0.01, 0.02), CANNOT_TELL),
+    ],
+)
+def test_a_claim_without_margin_needs_a_gain_above_zero(interval, expected):
+    assert margin_verdict(interval, 0.0) == expected
+
+
 def test_level_verdicts_and_interval_text():
     assert level_verdict((0.8, 0.9), 0.75) == HOLDS
     assert level_verdict((0.6, 0.7), 0.75) == DOES_NOT_HOLD

@@ -453,15 +453,22 @@ def margin_verdict(interval: tuple[float, float], margin: float) -> str:
     gain, below the claimed margin`` (above 0, below the margin), ``does not hold`` (below the
     margin and not above 0), else ``cannot tell``.
 
+    A claim is a gain, so an interval that is not above 0 never holds, even with a margin of
+    0: ``[0, 0]`` (the two arms agreeing on every seed) is no gain and does not hold.
+
     Examples:
         >>> margin_verdict((0.5, 1.5), 2.0), margin_verdict((-1.0, 3.0), 2.0)
         ('a gain, below the claimed margin', 'cannot tell')
+        >>> margin_verdict((0.0, 0.0), 0.0), margin_verdict((0.001, 0.02), 0.0)
+        ('does not hold', 'holds')
     """
     low, high = interval
-    if low >= margin:
+    if low > 0 and low >= margin:
         return HOLDS
+    if high <= 0 or (high < margin and low <= 0):
+        return DOES_NOT_HOLD
     if high < margin:
-        return BELOW_MARGIN if low > 0 else DOES_NOT_HOLD
+        return BELOW_MARGIN
     return CANNOT_TELL
 
 
