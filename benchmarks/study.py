@@ -781,8 +781,8 @@ below the margin), **does not hold** (below the margin and not above 0: two arms
 same on every seed, interval [0, 0], do not hold a claim of a gain), **cannot tell**
 (otherwise). A claimed level (F1 ≥ 0.75) is tested on the t-interval of the arm's own score,
 clipped to [0, 1]. The margins are this study's reading of the claims: 2 macro-F1 points ("+2
-to +10"), 2 IoU points for the rarest class, F1 ≥ 0.75 for "about 80 %". Study v1 (3 seeds, test-item bootstrap
-only) is in the git history before issue 23. Machine: 2 CPU cores, no GPU.
+to +10"), 2 IoU points for the rarest class, F1 ≥ 0.75 for "about 80 %". Study v1 (3 seeds,
+test-item bootstrap only) is in the git history before issue 23. Machine: 2 CPU cores, no GPU.
 
 """
 
