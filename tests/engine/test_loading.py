@@ -3,6 +3,8 @@ machine unless set, and the run's config records what was used."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -24,7 +26,7 @@ def test_on_the_cpu_the_main_process_loads_and_nothing_is_pinned():
 @pytest.mark.parametrize(("cores", "expected"), [(1, 0), (4, 3), (64, MAX_DEFAULT_WORKERS)])
 def test_on_cuda_workers_follow_the_cores(monkeypatch, cores, expected):
     monkeypatch.setattr(config_module, "on_cuda", lambda config: True)
-    monkeypatch.setattr(config_module.os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     resolved = with_loader_defaults(RunConfig())
     assert resolved.num_workers == expected
     assert (resolved.pin_memory, resolved.channels_last) == ("on", "on")

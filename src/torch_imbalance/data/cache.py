@@ -43,6 +43,8 @@ from torch_imbalance.data.errors import DatasetError
 #: Bumped when the layout or the meaning of a recipe changes (old caches are then not reused).
 CACHE_VERSION = 1
 INDEX = "index.json"
+#: How each field is stored: pixels as uint8, masks as int32 (any class index or ignore value).
+STORED_DTYPES = {"pixels": np.uint8, "masks": np.int32}
 
 
 def default_cache_root() -> Path:
@@ -172,22 +174,21 @@ def open_or_build(
     root = Path(root) if root is not None else default_cache_root()
     key = cache_key(source_signature(paths), recipe)
     folder = root / key
-    if (folder / INDEX).is_file():
-        log(f"decoded-image cache: reusing {folder} ({len(paths)} {describe})")
-        return DecodedCache(folder)
-    root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f"{key}.lock"):
-        if (folder / INDEX).is_file():  # built by another process while this one waited
-            log(f"decoded-image cache: reusing {folder} ({len(paths)} {describe})")
-            return DecodedCache(folder)
-        start = time.perf_counter()
-        _build(folder, paths, recipe, decode, progress, describe)
-        seconds = time.perf_counter() - start
-        megabytes = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
-        log(
-            f"decoded-image cache: built {folder} ({len(paths)} {describe}, {megabytes:.0f} MB, "
-            f"{seconds:.1f} s)"
-        )
+    if not (folder / INDEX).is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        with _locked(root / f"{key}.lock"):
+            # Checked again under the lock: another process may have built it meanwhile.
+            if not (folder / INDEX).is_file():
+                start = time.perf_counter()
+                _build(folder, paths, recipe, decode, progress, describe)
+                seconds = time.perf_counter() - start
+                megabytes = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
+                log(
+                    f"decoded-image cache: built {folder} ({len(paths)} {describe}, "
+                    f"{megabytes:.0f} MB, {seconds:.1f} s)"
+                )
+                return DecodedCache(folder)
+    log(f"decoded-image cache: reusing {folder} ({len(paths)} {describe})")
     return DecodedCache(folder)
 
 
@@ -261,7 +262,7 @@ def _build(
                 for field, array in (("pixels", pixels), ("masks", mask)):
                     if array is None:
                         continue
-                    array = np.ascontiguousarray(array, dtype=_stored_dtype(field, array))
+                    array = np.ascontiguousarray(array, dtype=STORED_DTYPES[field])
                     entry = fields.setdefault(
                         field, {"dtype": array.dtype.str, "offsets": [], "shapes": [], "end": 0}
                     )
@@ -286,16 +287,16 @@ def _build(
         raise
 
 
-def build_threads() -> int:
-    """Threads that decode while a cache is built: the cores this process may use, at most 8
-    (Pillow's decoder and torch's resize release the GIL)."""
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the system tells it)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(8, cores or 1))
+    return cores or 1
 
 
-def _stored_dtype(field: str, array: np.ndarray) -> np.dtype:
-    """Pixels as uint8, masks as int32 (any class index or ignore value)."""
-    return np.dtype(np.uint8 if field == "pixels" else np.int32)
+def build_threads() -> int:
+    """Threads that decode while a cache is built: the usable cores, at most 8 (Pillow's
+    decoder and torch's resize release the GIL)."""
+    return min(8, usable_cores())
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@ file, then flags), saved as ``config.yaml`` in the run folder, read by the engin
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -382,8 +381,9 @@ def loader_workers(config: RunConfig) -> int:
         return config.num_workers
     if not on_cuda(config):
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, min(MAX_DEFAULT_WORKERS, (cores or 1) - 1))
+    from torch_imbalance.data.cache import usable_cores
+
+    return min(MAX_DEFAULT_WORKERS, usable_cores() - 1)
 
 
 def with_loader_defaults(config: RunConfig) -> RunConfig:
